@@ -1,0 +1,141 @@
+"""Loading checkpoints from a hub id or a folder, with one clear error when that fails.
+
+Every component goes through `from_pretrained(source, subfolder=...)`, which takes a hub
+id or a local folder alike; what a user can get wrong (an empty or misspelt path, a folder
+of the wrong kind, a hub id while offline) is caught here and reported as one
+`PriorLoadError` naming the path and what was expected, instead of a stack of
+diffusers/transformers internals.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from core.priors.base import device_dtype
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+NETWORK_HINT = "for hub ids set HF_HUB_OFFLINE=0 and check your network (and HF_TOKEN for gated models)"
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class PriorLoadError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the source and what was expected."""
+
+
+def resolve_source(model: str, layout: str, required: Sequence[str], alternatives: Sequence[str] = ()) -> str:
+    """`model` checked as a folder holding `required` subfolders (plus one of `alternatives`,
+    when given), or passed through as a hub id. `layout` names the expected format in errors.
+    """
+    expected = (f"expected a {layout} folder with "
+                + ", ".join(f"{r}/" for r in required)
+                + (f" and one of {', '.join(a + '/' for a in alternatives)}" if alternatives else "")
+                + f", or a hub id; {NETWORK_HINT}")
+    if not model or not str(model).strip():
+        raise PriorLoadError(f"no model given (prior.model is empty): {expected}")
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise PriorLoadError(f"'{model}' is a file, not a folder: {expected}")
+        missing = [r for r in required if not (path / r).is_dir()]
+        if alternatives and not any((path / a).is_dir() for a in alternatives):
+            missing.append(" or ".join(alternatives))
+        if missing:
+            raise PriorLoadError(f"'{model}' lacks {', '.join(m + '/' for m in missing)}: {expected}")
+        return str(path)
+    if not HUB_ID.match(str(model)) or str(model).startswith((".", "/", "~")):
+        raise PriorLoadError(f"folder not found: '{model}' ({path.absolute()}): {expected}")
+    return str(model)
+
+
+def load_component(cls, source: str, subfolder: str | None, layout: str, **kwargs):
+    """`cls.from_pretrained(source, subfolder=subfolder, **kwargs)` with failures turned into
+    one `PriorLoadError` (the cause's first line is kept in the message)."""
+    try:
+        if subfolder is None:
+            return cls.from_pretrained(source, **kwargs)
+        return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure here means "this is not a loadable checkpoint"
+        raise PriorLoadError(_message(source, subfolder, layout, cls.__name__, e)) from None
+
+
+def fetch_file(source: str, subfolder: str, filenames: Sequence[str], layout: str,
+               revision: str | None = None) -> Path:
+    """Local path of the first of `filenames` found in `source`/`subfolder` (a folder, or a
+    hub repo downloaded through the hub cache)."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        for name in filenames:
+            if (local / subfolder / name).is_file():
+                return local / subfolder / name
+        raise PriorLoadError(
+            f"'{source}' has no {' or '.join(filenames)} in {subfolder}/: expected a {layout} folder")
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for name in filenames:
+        try:
+            return Path(hf_hub_download(source, name, subfolder=subfolder, revision=revision))
+        except Exception as e:  # noqa: BLE001 - try the next file name, report all below
+            errors.append(e)
+    raise PriorLoadError(_message(source, subfolder, layout, " or ".join(filenames), errors[-1]))
+
+
+def _message(source: str, subfolder: str | None, layout: str, what: str, error: Exception) -> str:
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    where = f"{subfolder}/ of '{source}'" if subfolder else f"'{source}'"
+    hint = NETWORK_HINT if not Path(source).expanduser().exists() else f"expected a {layout} folder"
+    return f"could not load {what} from {where}: {cause} ({hint})"
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when a GPU is present else cpu; "cuda" without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PriorLoadError(f"prior.device={name!r} but no CUDA GPU is available; use device=auto or cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" -> fp16 on CUDA, fp32 on CPU (base.device_dtype); else the named precision."""
+    if name == "auto":
+        return device_dtype(device)
+    if name not in _DTYPES:
+        raise PriorLoadError(f"prior.dtype={name!r}: expected one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no parameter gradients: a teacher is never trained through the prior."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def has_adapters(module: nn.Module) -> bool:
+    """Whether peft adapters (LoRA) are attached through diffusers' `add_adapter`/`load_lora_adapter`."""
+    return bool(getattr(module, "_hf_peft_config_loaded", False))
+
+
+@contextmanager
+def adapters_disabled(module: nn.Module) -> Iterator[None]:
+    """Run `module` as the frozen teacher: attached adapters are switched off inside and
+    restored to their previous state after (diffusers raises on disable without adapters)."""
+    if not has_adapters(module):
+        yield
+        return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    were_enabled = [not layer.disable_adapters for layer in layers]
+    module.disable_adapters()
+    try:
+        yield
+    finally:
+        for layer, enabled in zip(layers, were_enabled):
+            layer.enable_adapters(enabled)
