@@ -58,7 +58,7 @@ def test_sampling_and_bounds():
 def test_constant_density_sphere_matches_closed_form():
     sigma, radius = 2.0, 0.6
     cams = camera()
-    out = render_field(constant_sphere(sigma, radius), cams, WHITE, n_samples=2048, with_normal=False)
+    out = render_field(constant_sphere(sigma, radius), cams, WHITE, n_samples=2048, normals="none")
     b, t_in, t_out, _, _, cosine = sphere_geometry(cams, radius)
     chord = torch.where(b < radius, t_out - t_in, torch.zeros_like(b))
     alpha_true = 1 - torch.exp(-sigma * chord)
@@ -71,14 +71,14 @@ def test_constant_density_sphere_matches_closed_form():
     seen = alpha_true > 0.05
     assert torch.allclose(out.depth[0, ..., 0][seen], depth_true[seen], atol=5e-3)
     # White sphere over a black background: rgb is alpha.
-    black = render_field(constant_sphere(sigma, radius), cams, torch.zeros(1, 3), n_samples=256, with_normal=False)
+    black = render_field(constant_sphere(sigma, radius), cams, torch.zeros(1, 3), n_samples=256, normals="none")
     assert torch.allclose(black.rgb, black.alpha.expand_as(black.rgb), atol=1e-6)
 
 
 def test_opaque_sphere_mask_and_first_hit_depth():
     radius = 0.5
     cams = camera(size=24)
-    out = render_field(constant_sphere(1e3, radius), cams, WHITE, n_samples=512, with_normal=False)
+    out = render_field(constant_sphere(1e3, radius), cams, WHITE, n_samples=512, normals="none")
     b, _, _, z_in, _, _ = sphere_geometry(cams, radius)
     alpha = out.alpha[0, ..., 0]
     inside, outside = b < radius - 0.03, b > radius + 0.01
@@ -88,12 +88,13 @@ def test_opaque_sphere_mask_and_first_hit_depth():
     assert bool((out.depth[0, ..., 0][outside] == 0).all())
 
 
-def test_normals_point_radially_outward():
+@pytest.mark.parametrize("normals", ["analytic", "finite_difference"])
+def test_normals_point_radially_outward(normals):
     radius = 0.5
     # Smooth so the density has a gradient: sigma = 200 * sigmoid((r - |x|) / 0.02).
     field = AnalyticField(lambda x: 200 * torch.sigmoid((radius - x.norm(dim=-1)) / 0.02))
     cams = camera(size=16)
-    out = render_field(field, cams, WHITE, n_samples=256, with_normal=True)
+    out = render_field(field, cams, WHITE, n_samples=256, normals=normals)
     b, _, _, _, entry, _ = sphere_geometry(cams, radius)
     inside = b < radius - 0.05
     radial = entry / entry.norm(dim=-1, keepdim=True)
@@ -105,8 +106,8 @@ def test_normals_point_radially_outward():
 def test_chunking_does_not_change_the_render():
     field = constant_sphere(5.0, 0.5)
     cams = camera(size=12)
-    whole = render_field(field, cams, WHITE, n_samples=64, max_samples_per_chunk=1 << 20)
-    chunked = render_field(field, cams, WHITE, n_samples=64, max_samples_per_chunk=64 * 7)
+    whole = render_field(field, cams, WHITE, n_samples=64, max_samples_per_chunk=1 << 20, normals="none")
+    chunked = render_field(field, cams, WHITE, n_samples=64, max_samples_per_chunk=64 * 7, normals="none")
     for a, b in [(whole.rgb, chunked.rgb), (whole.alpha, chunked.alpha), (whole.depth, chunked.depth)]:
         assert torch.allclose(a, b, atol=1e-6)
     assert chunked.extras["n_samples"] == whole.extras["n_samples"] > 0
@@ -171,11 +172,22 @@ def test_optimisation_reduces_loss_and_trains_grid_and_mlp():
         assert not torch.equal(before[name], scene.state_dict()[name]), name
 
 
-def test_normals_are_differentiable():
-    scene = NerfScene(small_config()).train()
-    out = scene.render(camera(size=8, distance=2.5))
-    out.normal.sum().backward()
+def test_finite_difference_normals_train_and_agree_with_analytic():
+    cams = camera(size=10, distance=2.5)
+    scene = NerfScene(small_config(normals="finite_difference")).train()
+    differentiable = scene.render(cams)
+    differentiable.normal.sum().backward()  # an orientation-style loss reaches the grid
     assert float(scene.field.encoding.grids[0].grad.abs().sum()) > 0
+    scene.cfg.normals = "analytic"
+    analytic = scene.render(cams)
+    # Per-sample analytic normals are detached (no double backward, which torch 2.11 lacks for
+    # grid_sample); the normal map still reaches the geometry through the weights.
+    points = torch.rand(20, 3) - 0.5
+    assert not scene.field(points, torch.zeros(20, 3), "analytic")[2].requires_grad
+    analytic.normal.sum().backward()
+    seen = (analytic.alpha[..., 0] > 0.5) & (differentiable.alpha[..., 0] > 0.5)
+    assert seen.sum() > 10
+    assert bool(((analytic.normal * differentiable.normal).sum(-1)[seen] > 0.95).all())
 
 
 @pytest.mark.parametrize("background", ["solid", "learned", "mlp"])
@@ -221,23 +233,31 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.cuda
 def test_occupancy_grid_path_matches_dense_path_on_gpu():
-    scene = NerfScene(NerfConfig(n_samples=256)).cuda().eval()
+    # The grid culls cells whose sigma * step is under the threshold; keep that below what matters here.
+    scene = NerfScene(NerfConfig(n_samples=256, occupancy_threshold=1e-3)).cuda().eval()
     cams = camera(size=48, distance=2.5, fov=45.0).to("cuda")
     with torch.no_grad():
         grid = scene.render(cams)  # occupancy grid: chosen automatically on CUDA
         dense = render_field(scene.field, cams, WHITE.cuda(), n_samples=256, occupancy=None)
     assert grid.extras["n_samples"] < dense.extras["n_samples"]  # empty space was skipped
-    assert (grid.alpha - dense.alpha).abs().mean() < 5e-3 and (grid.alpha - dense.alpha).abs().max() < 5e-2
-    assert (grid.rgb - dense.rgb).abs().mean() < 5e-3
-    seen = dense.alpha > 0.5
-    assert (grid.depth - dense.depth)[seen].abs().max() < 2e-2
-    assert ((grid.normal * dense.normal).sum(-1)[seen[..., 0]] > 0.95).all()
+    alpha_error = (grid.alpha - dense.alpha).abs()
+    seen = dense.alpha[..., 0] > 0.5
+    depth_error = (grid.depth - dense.depth)[..., 0][seen].abs()
+    normal_cos = (grid.normal * dense.normal).sum(-1)[seen]
+    report = (f"alpha mean {alpha_error.mean():.2e} max {alpha_error.max():.2e}, rgb mean "
+              f"{(grid.rgb - dense.rgb).abs().mean():.2e}, depth max {depth_error.max():.2e}, "
+              f"normal cos min {normal_cos.min():.4f}")
+    print(report)
+    assert alpha_error.mean() < 5e-3 and alpha_error.max() < 5e-2, report
+    assert (grid.rgb - dense.rgb).abs().mean() < 5e-3, report
+    assert depth_error.max() < 2e-2 and normal_cos.min() > 0.95, report
     # Training on CUDA: gradients flow through the packed path and update() refreshes the grid.
     scene.train()
     optimizer = torch.optim.Adam(scene.param_groups(None))
     for step in range(3):
         out = scene.render(cams)
         ((out.rgb - 0.5) ** 2).mean().backward()
+        assert float(scene.field.encoding.grids[-1].grad.abs().sum()) > 0
         optimizer.step()
         optimizer.zero_grad()
         scene.update(step, out)

@@ -1,8 +1,8 @@
 """Multi-resolution grid encoding in pure torch: dense 3D feature grids plus a triplane.
 
 Why dense grids and not a hash grid (Instant-NGP) here: on CPU, `F.grid_sample` is one
-fused trilinear kernel (forward, backward and double backward, which analytic normals
-need), while a pure-torch hash grid costs eight gathers plus hashing per level. At the
+fused trilinear kernel (forward and backward; the density gradient for normals is one
+more backward through it), while a pure-torch hash grid costs eight gathers plus hashing per level. At the
 resolutions this backend trains at (finest dense level 64^3 by default) the dense grids
 fit in a few MB, so a hash table would only add collisions. The triplane (EG3D-style)
 adds detail above the finest dense level at O(R^2) memory instead of O(R^3).

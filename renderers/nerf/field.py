@@ -1,7 +1,8 @@
 """Density + colour fields and the normals they imply.
 
-A field is anything callable as `field(points [N,3], dirs [N,3], with_normal) ->
-(sigma [N] >= 0, rgb [N,3] in [0,1], normal [N,3] unit or None)`. The volume renderer
+A field is anything callable as `field(points [N,3], dirs [N,3], normals) ->
+(sigma [N] >= 0, rgb [N,3] in [0,1], normal [N,3] unit or None)`, `normals` one of
+NORMAL_METHODS, and has `density(points) -> sigma`. The volume renderer
 only sees that call, so the learnable `NerfField` and the closed-form `AnalyticField`
 (used by tests and by anyone baking a known shape) go through the same rendering path.
 """
@@ -39,28 +40,48 @@ def trunc_exp(x: Tensor) -> Tensor:
 DENSITY_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"softplus": F.softplus, "trunc_exp": trunc_exp}
 
 
-def density_and_normals(
-    density_fn: Callable[[Tensor], tuple[Tensor, Tensor]], points: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run `density_fn(points [N,3]) -> (sigma [N], extra [N,...])` and take normals as the
-    negative normalised density gradient, n = -grad(sigma)/|grad(sigma)|, world space [N,3].
+NORMAL_METHODS = ("analytic", "finite_difference", "none")
 
-    Works under `torch.no_grad()` (eval renders still get normals); when grad is enabled the
-    normals stay differentiable (double backward) so normal regularisers can train the field.
+
+def density_and_normals(
+    fn: Callable[[Tensor], tuple[Tensor, Tensor]],
+    density_fn: Callable[[Tensor], Tensor],
+    points: Tensor,
+    method: str = "analytic",
+    eps: float = 1e-2,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run `fn(points [N,3]) -> (sigma [N], extra [N,...])` and take normals [N,3] as the
+    negative normalised density gradient n = -grad(sigma) / |grad(sigma)|, world space.
+
+    analytic: the autograd gradient, returned detached: a normal to look at or shade with.
+      Training through it needs grid_sample's double backward, which torch 2.11 lacks (seen
+      on the GPU machine), and costs a second backward pass.
+    finite_difference: central differences of `density_fn` at +-eps along each axis; stays
+      differentiable on any torch, so normal regularisers (DreamFusion's orientation loss)
+      can train the field, at the price of 6 extra density evaluations per sample.
+    A density with no gradient (piecewise constant) gets zero normals.
     """
+    if method == "finite_difference":
+        sigma, extra = fn(points)
+        offsets = eps * torch.cat([torch.eye(3), -torch.eye(3)]).to(points)
+        shifted = density_fn((points[None] + offsets[:, None]).reshape(-1, 3)).view(6, -1)
+        grad = (shifted[:3] - shifted[3:]).t() / (2 * eps)
+        return sigma, extra, -F.normalize(grad, dim=-1, eps=1e-12)
+    if method != "analytic":
+        raise ValueError(f"normals must be one of {NORMAL_METHODS}, got {method!r}")
     keep_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         points = points.detach().requires_grad_(True)
-        sigma, extra = density_fn(points)
+        sigma, extra = fn(points)
+        grad = None
         if sigma.requires_grad:
-            (grad,) = torch.autograd.grad(sigma.sum(), points, create_graph=keep_graph, allow_unused=True)
-        else:
-            grad = None
-    if grad is None:  # a piecewise-constant density has no gradient: no normal (zero vector)
+            # retain_graph: the loss still backpropagates through sigma and extra afterwards.
+            (grad,) = torch.autograd.grad(sigma.sum(), points, retain_graph=keep_graph, allow_unused=True)
+    if grad is None:
         grad = torch.zeros_like(points)
-    normal = -F.normalize(grad, dim=-1, eps=1e-12)
+    normal = -F.normalize(grad.detach(), dim=-1, eps=1e-12)
     if not keep_graph:
-        sigma, extra, normal = sigma.detach(), extra.detach(), normal.detach()
+        sigma, extra = sigma.detach(), extra.detach()
     return sigma, extra, normal
 
 
@@ -89,8 +110,10 @@ class NerfField(nn.Module):
         blob_density: float = 10.0,
         blob_radius: float = 0.5,
         view_dependent: bool = False,
+        normal_eps: float = 1e-2,
     ) -> None:
         super().__init__()
+        self.normal_eps = normal_eps
         self.encoding = encoding
         self.density_mlp = _mlp(encoding.output_dim, hidden_dim, n_hidden_layers, 1)
         self.view_dependent = view_dependent
@@ -119,26 +142,31 @@ class NerfField(nn.Module):
         """points [N,3], unit view dirs [N,3] (ignored unless view_dependent) -> rgb [N,3] in [0,1]."""
         return self._color_from_features(self.encoding(points), dirs)
 
-    def forward(self, points: Tensor, dirs: Tensor, with_normal: bool = False):
+    def forward(self, points: Tensor, dirs: Tensor, normals: str = "none"):
         """points, dirs [N,3] -> sigma [N], rgb [N,3], normal [N,3] or None; one encoding pass."""
-        if not with_normal:
+        if normals == "none":
             features = self.encoding(points)
             return self._density_from_features(features, points), self._color_from_features(features, dirs), None
 
-        def density_fn(p: Tensor) -> tuple[Tensor, Tensor]:
+        def density_and_color(p: Tensor) -> tuple[Tensor, Tensor]:
             features = self.encoding(p)
             return self._density_from_features(features, p), self._color_from_features(features, dirs)
 
-        sigma, rgb, normal = density_and_normals(density_fn, points)
-        return sigma, rgb, normal
+        return density_and_normals(density_and_color, self.density, points, normals, self.normal_eps)
 
 
 class AnalyticField(nn.Module):
     """A field from closed-form functions: density_fn(points [N,3]) -> sigma [N] and
-    color_fn(points, dirs) -> rgb [N,3] (default white). Normals come from autograd."""
+    color_fn(points, dirs) -> rgb [N,3] (default white)."""
 
-    def __init__(self, density_fn: Callable[[Tensor], Tensor], color_fn: Callable[[Tensor, Tensor], Tensor] | None = None):
+    def __init__(
+        self,
+        density_fn: Callable[[Tensor], Tensor],
+        color_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        normal_eps: float = 1e-3,
+    ):
         super().__init__()
+        self.normal_eps = normal_eps
         self.density_fn = density_fn
         self.color_fn = color_fn or (lambda points, dirs: torch.ones_like(points))
 
@@ -148,7 +176,9 @@ class AnalyticField(nn.Module):
     def color(self, points: Tensor, dirs: Tensor | None = None) -> Tensor:
         return self.color_fn(points, dirs)
 
-    def forward(self, points: Tensor, dirs: Tensor, with_normal: bool = False):
-        if not with_normal:
+    def forward(self, points: Tensor, dirs: Tensor, normals: str = "none"):
+        if normals == "none":
             return self.density_fn(points), self.color_fn(points, dirs), None
-        return density_and_normals(lambda p: (self.density_fn(p), self.color_fn(p, dirs)), points)
+        return density_and_normals(
+            lambda p: (self.density_fn(p), self.color_fn(p, dirs)), self.density_fn, points, normals, self.normal_eps
+        )

@@ -48,7 +48,7 @@ class OccupancyGrid(nn.Module):
         far: Tensor,
         step_size: float,
         stratified: bool = False,
-        with_normal: bool = True,
+        normals: str = "analytic",
     ) -> RayOutputs:
         """Same inputs and outputs as `render_rays_dense`, sampling at `step_size` inside occupied cells.
 
@@ -68,7 +68,7 @@ class OccupancyGrid(nn.Module):
         )
         t_mid = 0.5 * (t_starts + t_ends)
         points = origins[ray_indices] + t_mid[:, None] * dirs[ray_indices]
-        sigma, rgb, normal = field(points, dirs[ray_indices], with_normal)
+        sigma, rgb, normal = field(points, dirs[ray_indices], normals)
         weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma, ray_indices=ray_indices, n_rays=R)
 
         def accumulate(values: Tensor | None) -> Tensor:

@@ -25,7 +25,7 @@ def render_field(
     n_samples: int = 64,
     max_samples_per_chunk: int = 1 << 18,
     stratified: bool = False,
-    with_normal: bool = True,
+    normals: str = "analytic",
     occupancy: OccupancyGrid | None = None,
 ) -> RenderOutput:
     """Volume-render `field` (see renderers.nerf.field) inside the sphere |x| < bound_radius.
@@ -36,7 +36,8 @@ def render_field(
     2 * bound_radius / n_samples; else the dense path with n_samples intervals per ray.
     Returns rgb [B,H,W,3] composited over the background, alpha [B,H,W,1], depth [B,H,W,1]
     (expected z-depth along the camera's forward axis, normalised by alpha, 0 where alpha is 0),
-    normal [B,H,W,3] (weight-accumulated, normalised, world space; None if not with_normal).
+    normal [B,H,W,3] (weight-accumulated, normalised, world space; None if normals is "none").
+    normals: "analytic" | "finite_difference" | "none" (see field.density_and_normals).
     """
     B, H, W = len(cameras), cameras.height, cameras.width
     origins, dirs = cameras.rays()
@@ -51,9 +52,9 @@ def render_field(
         index = hit_index[start : start + rays_per_chunk]
         args = (field, origins[index], dirs[index], near[index], far[index])
         if occupancy is not None:
-            chunks.append(occupancy.render_rays(*args, 2 * bound_radius / n_samples, stratified, with_normal))
+            chunks.append(occupancy.render_rays(*args, 2 * bound_radius / n_samples, stratified, normals))
         else:
-            chunks.append(render_rays_dense(*args, n_samples, stratified, with_normal))
+            chunks.append(render_rays_dense(*args, n_samples, stratified, normals))
 
     def scatter(values: list[Tensor], width: int) -> Tensor:
         """Per-hit-ray chunks -> [n_rays, width] with zeros for rays that miss the sphere."""
@@ -78,7 +79,7 @@ def render_field(
     rgb = rgb + (1 - alpha) * background_rgb
 
     normal = None
-    if with_normal:
+    if normals != "none":
         normal = F.normalize(scatter([c.normal for c in chunks], 3), dim=-1, eps=1e-12).view(B, H, W, 3)
     return RenderOutput(
         rgb=rgb.view(B, H, W, 3),

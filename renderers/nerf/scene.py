@@ -43,7 +43,10 @@ class NerfConfig:
     # Sampling: intervals per ray (dense path); the occupancy grid marches at 2*bound/n_samples.
     n_samples: int = 64
     max_samples_per_chunk: int = 1 << 18
-    normals: bool = True  # analytic normals from the density gradient (one extra backward)
+    # Normals from the density gradient: "analytic" (autograd, detached: to view and shade),
+    # "finite_difference" (differentiable: for normal regularisers), or "none".
+    normals: Literal["analytic", "finite_difference", "none"] = "analytic"
+    normal_eps: float = 1e-2  # finite-difference step, about a finest triplane texel
     occupancy_grid: bool = True  # use nerfacc's occupancy grid when on CUDA
     occupancy_resolution: int = 64
     occupancy_threshold: float = 0.01
@@ -58,8 +61,8 @@ class NerfConfig:
                      "occupancy_update_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.bound_radius <= 0 or self.blob_radius <= 0:
-            raise ValueError("bound_radius and blob_radius must be positive")
+        if self.bound_radius <= 0 or self.blob_radius <= 0 or self.normal_eps <= 0:
+            raise ValueError("bound_radius, blob_radius and normal_eps must be positive")
         if self.max_resolution < self.base_resolution:
             raise ValueError(f"max_resolution ({self.max_resolution}) must be >= base_resolution ({self.base_resolution})")
         if self.max_samples_per_chunk < self.n_samples:
@@ -84,7 +87,7 @@ class NerfScene(nn.Module):
         )
         self.field = NerfField(
             encoding, cfg.hidden_dim, cfg.n_hidden_layers, cfg.density_activation,
-            cfg.blob_density, cfg.blob_radius, cfg.view_dependent,
+            cfg.blob_density, cfg.blob_radius, cfg.view_dependent, cfg.normal_eps,
         )
         self.background = Background(cfg.background, cfg.background_color)
         self.occupancy = OccupancyGrid(
@@ -122,7 +125,7 @@ class NerfScene(nn.Module):
         bg = self.background if background is None else as_background(background, len(cameras), cameras.device)
         return render_field(
             self.field, cameras, bg, self.cfg.bound_radius, self.cfg.n_samples, self.cfg.max_samples_per_chunk,
-            stratified=self.training, with_normal=self.cfg.normals, occupancy=occupancy,
+            stratified=self.training, normals=self.cfg.normals, occupancy=occupancy,
         )
 
     def param_groups(self, cfg: Any = None) -> list[dict]:

@@ -71,11 +71,11 @@ def render_rays_dense(
     far: Tensor,
     n_samples: int,
     stratified: bool = False,
-    with_normal: bool = True,
+    normals: str = "analytic",
 ) -> RayOutputs:
     """Volume-render R rays with n_samples intervals each between near and far.
 
-    field(points [N,3], dirs [N,3], with_normal) -> sigma [N], rgb [N,3], normal [N,3]|None.
+    field(points [N,3], dirs [N,3], normals) -> sigma [N], rgb [N,3], normal [N,3]|None.
     origins, dirs [R,3] (dirs unit), near, far [R]. Densities are taken at interval midpoints;
     weights are NeRF's w_i = T_i (1 - exp(-sigma_i delta_i)) (NeRF, Eq. 3) via nerfacc.
     """
@@ -84,7 +84,7 @@ def render_rays_dense(
     t_mid = 0.5 * (t_starts + t_ends)
     points = origins[:, None, :] + t_mid[..., None] * dirs[:, None, :]
     sample_dirs = dirs[:, None, :].expand(R, n_samples, 3)
-    sigma, rgb, normal = field(points.reshape(-1, 3), sample_dirs.reshape(-1, 3), with_normal)
+    sigma, rgb, normal = field(points.reshape(-1, 3), sample_dirs.reshape(-1, 3), normals)
     weights, _, _ = nerfacc.render_weight_from_density(t_starts, t_ends, sigma.view(R, n_samples))
     return RayOutputs(
         rgb=nerfacc.accumulate_along_rays(weights, rgb.view(R, n_samples, 3)),
