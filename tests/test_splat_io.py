@@ -154,3 +154,7 @@ def test_wrong_number_of_sh_fields(tmp_path):
     PlyData([PlyElement.describe(rows, "vertex")]).write(str(tmp_path / "bad.ply"))
     with pytest.raises(SplatFormatError, match="4 f_rest_"):
         load_ply(tmp_path / "bad.ply")
+    empty = np.zeros(0, dtype=[(name, "f4") for name in ply_property_names(0)])
+    PlyData([PlyElement.describe(empty, "vertex")]).write(str(tmp_path / "empty.ply"))
+    with pytest.raises(SplatFormatError, match="no Gaussians"):
+        load_ply(tmp_path / "empty.ply")

@@ -157,6 +157,8 @@ def load_ply(path: str | Path) -> GaussianData:
             f"{path} is a .ply but not a Gaussian splat: it lacks {', '.join(missing)}; expected the 3DGS layout "
             "(x y z, f_dc_0..2, f_rest_*, opacity, scale_0..2, rot_0..3), e.g. a mesh .ply cannot be rendered as splats"
         )
+    if vertex.count == 0:
+        raise SplatFormatError(f"{path} holds no Gaussians (0 vertices)")
     n_rest = sum(1 for name in names if name.startswith("f_rest_"))
     k = n_rest // 3 + 1
     if n_rest % 3 or math.isqrt(k) ** 2 != k or math.isqrt(k) - 1 > 3:

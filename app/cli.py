@@ -1,0 +1,191 @@
+"""The `scorelift` command line.
+
+Each subcommand is one `add_<name>_command(subparsers)` that declares its options and
+sets `func`, the function that runs it. A new subcommand is one more such pair, added
+to `COMMANDS`. Errors a user can cause (missing or wrong file, impossible size) raise
+`CLIError` or a known exception and end as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+MAX_IMAGE_SIZE = 8192
+
+
+class CLIError(Exception):
+    """A problem with the user's input; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (the full usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- shared option parsing ----------------------------------------------------------------------
+
+NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
+
+
+def parse_colour(text: str) -> tuple[float, float, float]:
+    """'white' | '#rrggbb' | 'r,g,b' with components in [0,1] -> (r, g, b)."""
+    text = text.strip().lower()
+    if text in NAMED_COLOURS:
+        return NAMED_COLOURS[text]
+    try:
+        if text.startswith("#") and len(text) == 7:
+            return tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a colour; use a name ({', '.join(NAMED_COLOURS)}), #rrggbb or r,g,b in [0,1]")
+    return values
+
+
+def image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of pixels") from None
+    if not 1 <= value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is not an image size in 1..{MAX_IMAGE_SIZE}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+# --- scorelift render ---------------------------------------------------------------------------
+
+def add_render_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "render", help="render a Gaussian splat file (.ply/.splat) to PNGs and a turntable video",
+        description="Render a 3DGS .ply or .splat file on an orbit around the origin (PNGs + turntable.mp4) "
+                    "or from the cameras of a NeRF-synthetic transforms.json (PNGs named after each frame).",
+    )
+    p.add_argument("scene", type=Path, help="Gaussian splat file: standard 3DGS .ply or antimatter15 .splat")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    views = p.add_mutually_exclusive_group()
+    views.add_argument("--orbit", type=positive_int, default=None, metavar="N",
+                       help="N cameras evenly spaced in azimuth (default 24)")
+    views.add_argument("--cameras", type=Path, default=None, metavar="TRANSFORMS_JSON",
+                       help="render the frames of a NeRF-synthetic camera file instead of an orbit")
+    p.add_argument("--elevation", type=float, default=15.0, help="orbit elevation in degrees (default 15)")
+    p.add_argument("--radius", type=float, default=2.5, help="orbit radius in world units (default 2.5)")
+    p.add_argument("--fov", type=float, default=45.0, help="orbit vertical field of view in degrees (default 45)")
+    p.add_argument("--width", type=image_size, default=None,
+                   help="image width (orbit default 512; --cameras default: the file's size)")
+    p.add_argument("--height", type=image_size, default=None, help="image height (as --width)")
+    p.add_argument("--background", type=parse_colour, default=(1.0, 1.0, 1.0),
+                   help="white | black | gray | #rrggbb | r,g,b in [0,1] (default white)")
+    p.add_argument("--fps", type=float, default=24.0, help="turntable video frame rate (default 24)")
+    p.add_argument("--chunk", type=positive_int, default=4, help="cameras rendered per batch (default 4)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=run_render)
+
+
+def frame_names(file_paths: Sequence[str]) -> list[str]:
+    """PNG names from NeRF-synthetic `file_path`s ('./test/r_0' -> 'r_0.png'), unique."""
+    stems = [Path(fp).stem if Path(fp).suffix.lower() in (".png", ".jpg", ".jpeg") else Path(fp).name
+             for fp in file_paths]
+    if len(set(stems)) != len(stems):  # e.g. train/r_0 and test/r_0 in one file
+        stems = [f"{i:04d}_{stem}" for i, stem in enumerate(stems)]
+    return [f"{stem}.png" for stem in stems]
+
+
+def run_render(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.cameras import load_nerf_synthetic, orbit_cameras
+    from core.export.video import turntable
+    from renderers.gaussian.ply import SplatFormatError
+    from renderers.gaussian.scene import GaussianScene
+
+    if not 0 < args.fov < 180:
+        raise CLIError(f"--fov must be in (0, 180) degrees, got {args.fov}")
+    if args.radius <= 0:
+        raise CLIError(f"--radius must be positive, got {args.radius}")
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"--out {args.out} is a file; give a folder")
+    device = pick_device(args.device)
+    try:
+        scene = GaussianScene.load(args.scene)
+    except (FileNotFoundError, SplatFormatError) as e:
+        raise CLIError(str(e)) from None
+    scene.to(device).eval()
+
+    if args.cameras is not None:
+        try:
+            cameras, file_paths = load_nerf_synthetic(args.cameras, args.width, args.height)
+        except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
+            raise CLIError(f"{args.cameras}: {e}" if str(args.cameras) not in str(e) else str(e)) from None
+        names, video = frame_names(file_paths), None
+    else:
+        n = args.orbit or 24
+        width, height = args.width or 512, args.height or args.width or 512
+        cameras = orbit_cameras(n, args.elevation, args.radius, args.fov, width, height)
+        names, video = [f"frame_{i:04d}.png" for i in range(n)], "turntable.mp4"
+
+    with torch.no_grad():
+        result = turntable(scene, cameras, args.out, names=names, background=torch.tensor(args.background),
+                           chunk=args.chunk, video_name=video, fps=args.fps)
+    print(f"wrote {len(result.frames)} frames ({cameras.width}x{cameras.height}) to {args.out}"
+          + (f" and {result.video}" if result.video else ""))
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+# Subcommands in --help order; the integrator adds demo / reconstruct here.
+COMMANDS: list[Callable] = [add_render_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="scorelift", description="Lift 2D diffusion priors into 3D assets by score distillation.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `scorelift ARGS` and return the exit code: 0 done, 2 a user error (one line on stderr)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse has already printed
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"scorelift {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
