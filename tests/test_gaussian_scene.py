@@ -8,9 +8,9 @@ import torch
 from core.cameras import Cameras, intrinsics, look_at, orbit_cameras
 from core.config import ConfigError, from_dict
 from renderers.base import Scene
-from renderers.gaussian.densify import (
-    DensifyConfig, binomial_table, compute_relocation, compute_relocation_torch,
-)
+from gsplat.strategy import MCMCStrategy
+
+from renderers.gaussian.densify import DensifyConfig, compute_relocation, compute_relocation_torch
 from renderers.gaussian.ply import GaussianData
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
 
@@ -187,6 +187,27 @@ def test_max_gaussians_cap_and_refine_window():
     assert_optimizer_matches(scene, optimizer)
 
 
+def test_opacity_reset_and_strategy_none():
+    densify = DensifyConfig(refine_start=100, reset_every=2, prune_opa=0.005)
+    scene = GaussianScene(GaussianConfig(num_points=30, init_opacity=0.5, sh_degree=1, densify=densify))
+    optimizer = torch.optim.Adam(scene.param_groups())
+    scene.attach_optimizer(optimizer)
+    cams = small_cameras(1, 16)
+    train_step(scene, optimizer, 1, cams)
+    assert torch.sigmoid(scene.params["opacities"]).min() > 0.4
+    train_step(scene, optimizer, 2, cams)
+    assert torch.sigmoid(scene.params["opacities"]).max() <= 0.01 + 1e-6  # reset to 2 * prune_opa
+    assert scene.active_sh_degree == 0
+    scene.update(1000, None)  # the SH schedule: one more degree every sh_degree_interval steps
+    assert scene.active_sh_degree == 1
+
+    still = GaussianScene(GaussianConfig(num_points=30, densify=DensifyConfig(strategy="none")))
+    optimizer = torch.optim.Adam(still.param_groups())  # never attached: "none" needs no optimizer
+    out = still.render(cams)
+    out.rgb.mean().backward()
+    assert still.update(500, out) == {} and len(still) == 30
+
+
 def test_update_without_before_backward_or_optimizer_is_an_error():
     densify = DensifyConfig(refine_start=0, refine_every=1)
     scene = GaussianScene(GaussianConfig(num_points=20, densify=densify))
@@ -215,7 +236,7 @@ def test_relocation_matches_the_kernel_formula():
     opacities = torch.tensor([0.05, 0.3, 0.7, 0.95, 0.5, 0.9])
     ratios = torch.tensor([1, 2, 3, 5, 8, 12])
     scales = torch.rand(6, 3) + 0.1
-    new_o, new_s = compute_relocation_torch(opacities, scales, ratios, binomial_table())
+    new_o, new_s = compute_relocation_torch(opacities, scales, ratios, MCMCStrategy().initialize_state()["binoms"])
     for i in range(6):
         ref_o, ref_s = relocation_reference(float(opacities[i]), 1.0, int(ratios[i]))
         assert new_o[i].item() == pytest.approx(ref_o, rel=1e-5)
@@ -230,7 +251,7 @@ def test_relocation_torch_matches_gsplat_cuda():
     opacities = torch.rand(256, device="cuda") * 0.9 + 0.05
     scales = torch.rand(256, 3, device="cuda") + 0.1
     ratios = torch.randint(1, 20, (256,), device="cuda")
-    binoms = binomial_table().cuda()
+    binoms = MCMCStrategy().initialize_state()["binoms"].cuda()
     cuda_o, cuda_s = compute_relocation(opacities, scales, ratios, binoms)
     torch_o, torch_s = compute_relocation_torch(opacities, scales, ratios, binoms)
     torch.testing.assert_close(cuda_o, torch_o, rtol=1e-4, atol=1e-6)

@@ -8,13 +8,13 @@ shares the real optimizer's `param_groups` entry and `state`. When gsplat swaps 
 resized parameter, the real optimizer therefore sees it too, with its Adam moments
 resized in step.
 
-gsplat's MCMC relocation is a CUDA kernel; `compute_relocation` runs it on CUDA and an
-equivalent torch version (float64 binomial sums) elsewhere.
+gsplat's MCMCStrategy calls CUDA-only ops (the eq. 9 relocation kernel, the fused
+covariance); `TorchMCMCStrategy` is the same strategy on torch ops, so it runs on the CPU.
+Only `compute_relocation` still uses gsplat's kernel, for CUDA tensors.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,10 +24,6 @@ from gsplat.strategy import DefaultStrategy, MCMCStrategy
 from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimizer, remove, reset_opa
 from gsplat.utils import normalized_quat_to_rotmat
 from torch import Tensor
-
-# Largest number of copies one Gaussian is split into in a single relocation (gsplat's n_max).
-N_MAX_RELOCATION = 51
-
 
 @dataclass
 class DensifyConfig:
@@ -89,15 +85,6 @@ def optimizer_views(params: torch.nn.ParameterDict, optimizer: torch.optim.Optim
     return views
 
 
-def binomial_table(n_max: int = N_MAX_RELOCATION) -> Tensor:
-    """[n_max,n_max] table of C(n,k) (zero for k > n), as gsplat's MCMC state holds."""
-    table = torch.zeros(n_max, n_max, dtype=torch.float64)
-    for n in range(n_max):
-        for k in range(n + 1):
-            table[n, k] = math.comb(n, k)
-    return table
-
-
 def compute_relocation_torch(opacities: Tensor, scales: Tensor, ratios: Tensor, binoms: Tensor) -> tuple[Tensor, Tensor]:
     """Opacity and scale of each of `ratios` copies that together match one Gaussian.
 
@@ -105,8 +92,8 @@ def compute_relocation_torch(opacities: Tensor, scales: Tensor, ratios: Tensor, 
       o_new = 1 - (1 - o)^(1/n),
       s_new = o / (sum_{i=1..n} sum_{k=0..i-1} C(i-1,k) (-1)^k o_new^(k+1) / sqrt(k+1)) * s.
     opacities [N] in (0,1), scales [N,3] (linear), ratios [N] copies per Gaussian (clamped
-    to [1, n_max]), binoms [n_max,n_max]. The alternating binomial sums cancel badly in
-    float32, so they are evaluated in float64. Returns new opacities [N] and scales [N,3].
+    to [1, n_max]), binoms [n_max,n_max] C(n,k) (MCMCStrategy's state). The alternating
+    binomial sums cancel badly in float32, so they are evaluated in float64. Returns new opacities [N] and scales [N,3].
     """
     n_max = binoms.shape[0]
     dtype = opacities.dtype
@@ -127,7 +114,7 @@ def compute_relocation(opacities: Tensor, scales: Tensor, ratios: Tensor, binoms
     if opacities.is_cuda:
         from gsplat.relocation import compute_relocation as cuda_relocation
 
-        return cuda_relocation(opacities, scales, ratios.clone(), binoms.float())
+        return cuda_relocation(opacities, scales, ratios.clone(), binoms)
     return compute_relocation_torch(opacities, scales, ratios, binoms)
 
 
@@ -188,13 +175,38 @@ def inject_noise(params, scaler: float) -> None:
     params["means"].add_(torch.einsum("nij,nj->ni", covars, noise))
 
 
+@dataclass
+class TorchMCMCStrategy(MCMCStrategy):
+    """gsplat's MCMCStrategy (same fields, same step) on torch ops: every `refine_every` steps
+    relocate Gaussians with opacity <= min_opacity onto live ones and add 5 % (up to cap_max),
+    then, every step, perturb positions with opacity-gated noise."""
+
+    @torch.no_grad()
+    def step_post_backward(self, params, optimizers, state: dict[str, Any], step: int, info: dict | None,
+                           lr: float) -> None:
+        """lr: the means' learning rate, which scales the position noise."""
+        binoms = state["binoms"] = state["binoms"].to(params["means"].device)
+        if self.refine_start_iter < step < self.refine_stop_iter and step % self.refine_every == 0:
+            dead = torch.sigmoid(params["opacities"]) <= self.min_opacity
+            if dead.any() and not dead.all():
+                relocate(params, optimizers, dead, binoms, self.min_opacity)
+            n = len(params["means"])
+            n_new = max(0, min(self.cap_max, int(1.05 * n)) - n)
+            if n_new:
+                sample_add(params, optimizers, n_new, binoms, self.min_opacity)
+        inject_noise(params, scaler=lr * self.noise_lr)
+
+
 class Densifier:
     """Runs one densification strategy over a ParameterDict with keys means, quats, scales
     (log), opacities (logit), sh0[, shN] and the optimizer passed to `step`."""
 
     def __init__(self, cfg: DensifyConfig) -> None:
         self.cfg = cfg
-        never = 2**62  # gsplat reads reset_every even when we do the reset ourselves
+        # gsplat 1.5.3 never resets opacities (`step % reset_every == 0 & step > 0` parses as a
+        # chained comparison ending in `0 > 0`), so `step` does it; gsplat still reads reset_every
+        # to start pruning large Gaussians, hence "never" when resets are off.
+        never = 2**62
         if cfg.strategy == "default":
             self.strategy = DefaultStrategy(
                 prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
@@ -204,11 +216,11 @@ class Densifier:
             )
             self.state: dict[str, Any] = self.strategy.initialize_state(scene_scale=cfg.scene_scale)
         elif cfg.strategy == "mcmc":
-            self.strategy = MCMCStrategy(
+            self.strategy = TorchMCMCStrategy(
                 cap_max=cfg.max_gaussians, noise_lr=cfg.mcmc_noise_lr, refine_start_iter=cfg.refine_start,
                 refine_stop_iter=cfg.refine_stop, refine_every=cfg.refine_every, min_opacity=cfg.prune_opa,
             )
-            self.state = {"binoms": binomial_table()}
+            self.state = self.strategy.initialize_state()
         else:
             self.strategy = None
             self.state = {}
@@ -218,10 +230,6 @@ class Densifier:
         """Whether `step` reads the gradient of the projected means (render must retain it)."""
         return self.cfg.strategy == "default"
 
-    def is_refine_step(self, step: int) -> bool:
-        c = self.cfg
-        return c.strategy != "none" and c.refine_start < step < c.refine_stop and step % c.refine_every == 0
-
     @torch.no_grad()
     def step(self, params: torch.nn.ParameterDict, optimizer: torch.optim.Optimizer | None, step: int,
              info: dict | None) -> dict[str, int]:
@@ -230,8 +238,8 @@ class Densifier:
         info: the rasteriser's meta (means2d with .grad [C,N,2], radii [C,N,2], width, height,
         n_cameras, gaussian_ids); renders without a gradient (e.g. previews) are skipped.
         """
-        if self.strategy is None or step >= self.cfg.refine_stop:
-            return {}
+        if self.strategy is None or (self.cfg.strategy == "default" and step >= self.cfg.refine_stop):
+            return {}  # (MCMC keeps perturbing positions after its refine window, as gsplat does)
         if optimizer is None:
             raise RuntimeError("densification needs the optimizer: call scene.attach_optimizer(optimizer) first")
         views = optimizer_views(params, optimizer)
@@ -240,11 +248,12 @@ class Densifier:
             if info is None or getattr(info.get("means2d"), "grad", None) is None:
                 return {}
             self.strategy.step_post_backward(params, views, self.state, step, info, packed=False)
-            if self.cfg.reset_every and step > 0 and step % self.cfg.reset_every == 0:
+            if self.cfg.reset_every and step % self.cfg.reset_every == 0:
                 reset_opa(params, views, self.state, value=self.cfg.prune_opa * 2.0)
             self._enforce_cap(params, views)
         else:
-            self._mcmc_step(params, views, step)
+            lr = views["means"].param_groups[0]["lr"]
+            self.strategy.step_post_backward(params, views, self.state, step, info, lr=lr)
         return {"n_gaussians": len(params["means"]), "n_added": len(params["means"]) - n_before}
 
     def _enforce_cap(self, params, views) -> None:
@@ -254,19 +263,6 @@ class Densifier:
             drop = torch.zeros(len(params["means"]), dtype=torch.bool, device=params["means"].device)
             drop[torch.argsort(params["opacities"])[:excess]] = True
             remove(params, views, self.state, drop)
-
-    def _mcmc_step(self, params, views, step: int) -> None:
-        binoms = self.state["binoms"]
-        min_opacity = self.cfg.prune_opa
-        if self.is_refine_step(step):
-            dead = torch.sigmoid(params["opacities"]) <= min_opacity
-            if dead.any() and not dead.all():
-                relocate(params, views, dead, binoms, min_opacity)
-            n = len(params["means"])
-            n_new = max(0, min(self.cfg.max_gaussians, int(1.05 * n)) - n)
-            if n_new:
-                sample_add(params, views, n_new, binoms, min_opacity)
-        inject_noise(params, scaler=views["means"].param_groups[0]["lr"] * self.cfg.mcmc_noise_lr)
 
     def regularisers(self, params: torch.nn.ParameterDict) -> dict[str, Tensor]:
         """3DGS-MCMC's L1 opacity and scale regularisers (empty for other strategies)."""

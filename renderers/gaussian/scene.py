@@ -45,7 +45,7 @@ class GaussianConfig:
 
     sh_degree: int = 0               # text-to-3D keeps colour view-independent
     sh_degree_interval: int = 1000   # steps between raising the active SH degree (3DGS schedule)
-    num_points: int = 5000
+    num_points: int = 5000           # for init "sphere"; init "points" takes one Gaussian per point
     init: Literal["sphere", "points"] = "sphere"
     init_radius: float = 0.5
     init_opacity: float = 0.1
@@ -264,7 +264,9 @@ class GaussianScene(nn.Module):
     def update(self, step: int, out: RenderOutput | None = None) -> dict[str, int]:
         """After the optimizer step: raise the active SH degree on schedule, then densify,
         prune or relocate (cfg.densify). Returns counts for logging (empty when nothing ran)."""
-        self.active_sh_degree = min(self.cfg.sh_degree, step // self.cfg.sh_degree_interval)
+        # Never lowered: a loaded scene keeps the degrees it was saved with.
+        scheduled = min(self.cfg.sh_degree, step // self.cfg.sh_degree_interval)
+        self.active_sh_degree = max(self.active_sh_degree, scheduled)
         meta = out.extras.get("meta") if out is not None else None
         means2d = meta.get("means2d") if meta else None
         if (self.densifier.needs_means2d_grad and means2d is not None and means2d.requires_grad
