@@ -190,6 +190,11 @@ def test_bad_inputs_are_rejected_with_clear_messages(tmp_path):
         export_ply(path.with_suffix(".ply"), vertices, faces, vertex_colors=np.zeros((9, 5)))
     with pytest.raises(ValueError, match="up_axis"):
         export_ply(path.with_suffix(".ply"), vertices, faces, up_axis="x")
+    with pytest.raises(ValueError, match="up_axis"):
+        export_obj(path.with_suffix(".obj"), vertices, faces, uvs=uvs, base_color_texture=quadrant_texture(),
+                   up_axis="x")
+    with pytest.raises(ValueError, match=r"vertex_colors must be \[9,3\|4\]"):
+        export_obj(path.with_suffix(".obj"), vertices, faces, vertex_colors=np.zeros((8, 3)))
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 

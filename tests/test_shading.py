@@ -25,6 +25,8 @@ from renderers.shading import (
     sh9_irradiance,
     shade,
     shade_components,
+    smith_g_schlick_ggx,
+    smith_visibility_height_correlated,
     srgb_decode,
     srgb_encode,
     write_radiance_hdr,
@@ -138,8 +140,8 @@ def test_brdf_lut_known_values():
 def test_brdf_lut_matches_brute_force_integral_of_the_brdf(n_dot_v, roughness):
     # Uniform hemisphere sampling of cook_torrance_specular * n.l, independent of the LUT's GGX sampling.
     g = torch.Generator().manual_seed(3)
-    u1, u2 = torch.rand(400_000, generator=g, dtype=torch.float64), torch.rand(400_000, generator=g, dtype=torch.float64)
-    cos_t, phi = u1, 2 * math.pi * u2
+    u = torch.rand(2, 400_000, generator=g, dtype=torch.float64)
+    cos_t, phi = u[0], 2 * math.pi * u[1]
     sin_t = torch.sqrt(1 - cos_t**2)
     light = torch.stack([sin_t * torch.cos(phi), sin_t * torch.sin(phi), cos_t], -1)
     normal = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(light)
@@ -153,6 +155,19 @@ def test_brdf_lut_matches_brute_force_integral_of_the_brdf(n_dot_v, roughness):
     scale, bias = lookup_brdf_lut(torch.tensor([[n_dot_v]]), torch.tensor([[roughness]]))
     assert abs(integral(1.0) - float(scale + bias)) < 0.01
     assert abs(integral(0.0) - float(bias)) < 0.01
+
+
+def test_smith_masking_forms_agree():
+    cos = torch.tensor([1.0, 0.8, 0.5, 0.2])
+    alpha = torch.tensor(0.3)
+    # Smith GGX Lambda (Heitz 2014 eq. 72); with v = l the height-correlated G2 is 1 / (1 + 2 Lambda).
+    lam = (-1 + torch.sqrt(1 + alpha**2 * (1 - cos**2) / cos**2)) / 2
+    correlated = 4 * cos * cos * smith_visibility_height_correlated(cos, cos, alpha)
+    torch.testing.assert_close(correlated, 1 / (1 + 2 * lam))
+    # Schlick's G1 with k = alpha/2 is Karis's fit to Smith's G1 = 1 / (1 + Lambda).
+    separable = smith_g_schlick_ggx(cos, cos, alpha)
+    assert ((separable.sqrt() - 1 / (1 + lam)).abs() < 0.1).all()
+    assert separable[0] == 1 and (separable.diff() < 0).all()
 
 
 def test_white_furnace_ggx_with_f0_one_reflects_at_most_the_environment():

@@ -164,7 +164,8 @@ def vertex_tangents(vertices, faces, normals, uvs) -> np.ndarray:
     tan -= n * (n * tan).sum(1, keepdims=True)
     length = np.linalg.norm(tan, axis=1, keepdims=True)
     fallback = np.cross(n, np.where(np.abs(n[:, 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]))
-    tan = np.where(length > 1e-12, tan / np.maximum(length, 1e-12), fallback / np.linalg.norm(fallback, axis=1, keepdims=True))
+    fallback /= np.linalg.norm(fallback, axis=1, keepdims=True)
+    tan = np.where(length > 1e-12, tan / np.maximum(length, 1e-12), fallback)
     w = np.where((np.cross(n, tan) * bitan).sum(1) < 0, -1.0, 1.0)
     return np.concatenate([tan, w[:, None]], axis=1).astype(np.float32)
 
@@ -381,7 +382,8 @@ def export_obj(
     mtl = [f"newmtl {stem}_material", "Ka 0 0 0", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 2"]
     textures: dict[str, np.ndarray] = {}
     if base_color_texture is not None:
-        textures[f"{stem}_basecolor.png"] = _drop_opaque_alpha(_to_uint8(base_color_texture, "base_color_texture", (3, 4)))
+        image = _to_uint8(base_color_texture, "base_color_texture", (3, 4))
+        textures[f"{stem}_basecolor.png"] = _drop_opaque_alpha(image)
         mtl.append(f"map_Kd {stem}_basecolor.png")
     has_mr = metallic_roughness_texture is not None
     mtl.append(f"Pm {float(metallic if metallic is not None else (1.0 if has_mr else 0.0)):.6g}")
@@ -394,11 +396,6 @@ def export_obj(
     if normal_texture is not None:
         textures[f"{stem}_normal.png"] = _to_uint8(normal_texture, "normal_texture", (3,))
         mtl.append(f"norm {stem}_normal.png")
-    for filename, image in textures.items():
-        _write_png(path.with_name(filename), image)
-    with atomic_path(path.with_suffix(".mtl")) as tmp:
-        tmp.write_text("\n".join(mtl) + "\n")
-
     positions, normals = _to_up_axis(vertices, up_axis), _to_up_axis(normals, up_axis)
     text = io.StringIO()
     text.write(f"# scorelift mesh: {len(vertices)} vertices, {len(faces)} faces\nmtllib {stem}.mtl\n")
@@ -416,6 +413,11 @@ def export_obj(
         face_rows, face_fmt = np.repeat(f, 2, axis=1), "f %d//%d %d//%d %d//%d"
     text.write(f"usemtl {stem}_material\n")
     np.savetxt(text, face_rows, fmt=face_fmt)
+    # Everything is checked; write the textures and material first, the .obj last.
+    for filename, image in textures.items():
+        _write_png(path.with_name(filename), image)
+    with atomic_path(path.with_suffix(".mtl")) as tmp:
+        tmp.write_text("\n".join(mtl) + "\n")
     with atomic_path(path) as tmp:
         tmp.write_text(text.getvalue())
     return path

@@ -60,8 +60,7 @@ def smith_g_schlick_ggx(n_dot_v: Tensor, n_dot_l: Tensor, alpha: Tensor, ibl: bo
     pass `ibl=False` with alpha = r^2 to get it.
     """
     k = alpha / 2 if ibl else (torch.sqrt(alpha) + 1) ** 2 / 8
-    g1 = lambda c: c / (c * (1 - k) + k)  # noqa: E731
-    return g1(n_dot_v) * g1(n_dot_l)
+    return (n_dot_v / (n_dot_v * (1 - k) + k)) * (n_dot_l / (n_dot_l * (1 - k) + k))
 
 
 def cook_torrance_specular(

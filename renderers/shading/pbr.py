@@ -48,6 +48,8 @@ def shade_components(
     surface towards the eye (minus the camera ray direction); base_color: [...,3] linear
     albedo in [0,1]; roughness, metallic: [...,1], [...] or scalars in [0,1].
     Pixels seen from behind (n.v < 0) are shaded as if seen at a grazing angle.
+    Pass one `EnvironmentLight` across calls: it caches its irradiance and pre-filtered
+    levels, which a bare tensor would recompute every call (~0.2 s on CPU at 64x128).
     """
     env = as_environment(env)
     n = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
