@@ -319,3 +319,47 @@ def test_export_and_load_render_the_same(tmp_path):
     torch.testing.assert_close(loaded.render(cams).rgb, scene.render(cams).rgb)
     splat = GaussianScene.load(scene.export(tmp_path / "scene.splat"))
     assert len(splat) == 80 and "shN" not in splat.params
+
+
+def test_runner_densifies_and_resumes_exactly(tmp_path):
+    """core.runner drives the scene (before_backward, update, rebind_optimizer on resume): 3 steps,
+    then resuming to 6, ends where 6 uninterrupted steps end, although N changed on the way."""
+    from core.cameras import CameraSamplerConfig, RandomCameraSampler
+    from core.runner import Batch, RunFolder, Stage, run_stage
+
+    densify = DensifyConfig(grow_grad2d=1e-12, refine_start=0, refine_every=2, max_gaussians=200)
+    cfg = GaussianConfig(num_points=40, init_opacity=0.5, densify=densify)
+
+    def stage(steps):
+        scene = GaussianScene(cfg)
+        optimizer = torch.optim.Adam(scene.param_groups())
+        scene.attach_optimizer(optimizer)
+        sampler = RandomCameraSampler(CameraSamplerConfig(batch_size=1, width=16, height=16), seed=3)
+
+        def loss(out, batch, step, progress):
+            return (out.rgb - 0.3).square().mean(), {}
+
+        return Stage("gs", scene, steps, lambda step: Batch(sampler(step)), loss, optimizer,
+                     stateful={"sampler": sampler})
+
+    class Quiet:
+        def on_step(self, *args):
+            pass
+
+        def on_preview(self, *args):
+            pass
+
+        def should_stop(self):
+            return False
+
+    torch.manual_seed(0)
+    whole = stage(6)
+    run_stage(whole, RunFolder(tmp_path / "whole"), Quiet())
+    torch.manual_seed(0)
+    run_stage(stage(3), RunFolder(tmp_path / "split"), Quiet())
+    resumed = stage(6)
+    run_stage(resumed, RunFolder(tmp_path / "split"), Quiet())
+    assert len(whole.scene) > 40 and len(resumed.scene) == len(whole.scene)
+    for name in whole.scene.params:
+        torch.testing.assert_close(resumed.scene.params[name], whole.scene.params[name])
+    assert_optimizer_matches(resumed.scene, resumed.optimizer)

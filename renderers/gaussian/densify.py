@@ -85,7 +85,9 @@ def optimizer_views(params: torch.nn.ParameterDict, optimizer: torch.optim.Optim
     return views
 
 
-def compute_relocation_torch(opacities: Tensor, scales: Tensor, ratios: Tensor, binoms: Tensor) -> tuple[Tensor, Tensor]:
+def compute_relocation_torch(
+    opacities: Tensor, scales: Tensor, ratios: Tensor, binoms: Tensor
+) -> tuple[Tensor, Tensor]:
     """Opacity and scale of each of `ratios` copies that together match one Gaussian.
 
     3DGS-MCMC (Kheradmand et al. 2024), eq. 9:

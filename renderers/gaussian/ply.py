@@ -167,7 +167,8 @@ def load_ply(path: str | Path) -> GaussianData:
         )
     missing_rest = [f"f_rest_{i}" for i in range(n_rest) if f"f_rest_{i}" not in names]
     if missing_rest:
-        raise SplatFormatError(f"{path}: f_rest_* properties are not numbered 0..{n_rest - 1} (missing {missing_rest[0]})")
+        raise SplatFormatError(
+            f"{path}: f_rest_* properties are not numbered 0..{n_rest - 1} (missing {missing_rest[0]})")
 
     def cols(*keys: str) -> Tensor:
         return torch.from_numpy(np.stack([np.asarray(vertex[key], dtype=np.float32) for key in keys], axis=1))

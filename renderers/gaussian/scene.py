@@ -299,6 +299,7 @@ class GaussianScene(nn.Module):
                     error_msgs.append(f"{key}: saved shape {tuple(saved.shape)} is not [N,{list(current.shape[1:])}] "
                                       "(a different sh_degree?)")
                 elif saved.shape != current.shape:
-                    self.params[name] = nn.Parameter(torch.empty(saved.shape, dtype=current.dtype, device=current.device))
+                    resized = torch.empty(saved.shape, dtype=current.dtype, device=current.device)
+                    self.params[name] = nn.Parameter(resized)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
