@@ -73,6 +73,14 @@ def test_render_orbit_of_a_project_ply(project_ply, tmp_path, capsys):
     assert "wrote 3 frames" in capsys.readouterr().out
 
 
+def test_render_a_splat_file(tmp_path):
+    scene = GaussianScene(GaussianConfig(num_points=200, init_opacity=0.8))
+    path = scene.export(tmp_path / "scene.splat")
+    assert main(["render", str(path), "--orbit", "1", "--out", str(tmp_path / "o"), "--width", "24",
+                 "--background", "#000000"]) == 0
+    assert_object_visible(tmp_path / "o" / "frame_0000.png", background=(0, 0, 0))
+
+
 def test_render_cameras_file_of_a_hand_written_ply(hand_written_ply, tmp_path):
     cams = orbit_cameras(2, elevation_deg=10, radius=2.5, width=64, height=64)
     save_nerf_synthetic(tmp_path / "transforms.json", cams, ["./test/r_0", "./test/r_1.png"])

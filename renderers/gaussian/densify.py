@@ -25,6 +25,7 @@ from gsplat.strategy.ops import _multinomial_sample, _update_param_with_optimize
 from gsplat.utils import normalized_quat_to_rotmat
 from torch import Tensor
 
+
 @dataclass
 class DensifyConfig:
     """When and how Gaussians are grown, pruned or relocated.
