@@ -299,6 +299,18 @@ def test_zero123_condition_and_predict_noise(zero123):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_a_conditioning_of_batch_one_is_shared(zero123):
+    reference = torch.rand(1, 3, 32, 32)
+    single = zero123.condition(reference)  # the reference view itself, B = 1
+    assert single.embeds.shape == (1, 1, 32)
+    repeated = zero123.condition(reference, cameras=torch.zeros(3, 3))
+    x_t, t = torch.randn(3, 4, 16, 16), torch.tensor([100, 500, 900])
+    for a, b in zip(zero123.predict_noise(x_t, t, single), zero123.predict_noise(x_t, t, repeated)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="batch 3 for 2 samples"):
+        zero123.predict_noise(x_t[:2], t[:2], repeated)
+
+
 def test_zero123_reference_latents_are_the_unscaled_posterior_mode(zero123):
     reference = torch.rand(1, 3, 32, 32)
     clip, latents = zero123.reference_embeddings(reference)

@@ -103,7 +103,7 @@ class LatentDiffusionPrior:
         from diffusers import DDPMScheduler
 
         for module in (self.vae, self.unet):
-            freeze(module).to(self.device, self.dtype)
+            freeze(module).to(self.device)
         if self.cfg.attention_slicing:
             self.unet.set_attention_slice("auto")
         if self.cfg.channels_last:
@@ -173,16 +173,17 @@ class LatentDiffusionPrior:
 
     def predict_noise(self, x_t: Tensor, t: Tensor, cond: Cond) -> tuple[Tensor, Tensor]:
         """x_t [B,C,h,w], t [B] (or scalar) integer timesteps -> (eps_cond, eps_uncond), each
-        shaped like x_t, from one UNet batch of 2B, with attached adapters (LoRA) disabled."""
+        shaped like x_t, from one UNet batch of 2B, with attached adapters (LoRA) disabled.
+        A conditioning of batch 1 is shared by all B samples."""
         B = x_t.shape[0]
         t = self._timesteps(t, B)
-        camera = None if cond.camera is None else torch.cat([cond.camera, cond.camera])
+        camera = None if cond.camera is None else _batch(cond.camera, B).repeat(2, 1)
         concat = cond.extras.get("concat")
         if concat is not None:
-            concat = torch.cat([concat, self._uncond_concat(cond)])
+            concat = torch.cat([_batch(concat, B), _batch(self._uncond_concat(cond), B)])
+        embeds = torch.cat([_batch(cond.embeds, B), _batch(cond.uncond_embeds, B)])
         with adapters_disabled(self.unet):
-            eps = self._forward(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                torch.cat([cond.embeds, cond.uncond_embeds]), camera, concat)
+            eps = self._forward(torch.cat([x_t, x_t]), torch.cat([t, t]), embeds, camera, concat)
         return eps[:B], eps[B:]
 
     def denoiser(self, x_t: Tensor, t: Tensor, embeds: Tensor, camera: Tensor | None = None,
@@ -191,6 +192,15 @@ class LatentDiffusionPrior:
         t [B], embeds [B,L,D], camera [B,k] -> eps [B,C,h,w]."""
         concat = (extras or {}).get("concat")
         return self._forward(x_t, self._timesteps(t, x_t.shape[0]), embeds, camera, concat)
+
+
+def _batch(x: Tensor, batch: int) -> Tensor:
+    """`x` [1,...] repeated to [batch,...]; a tensor already of `batch` rows is returned as is."""
+    if x.shape[0] == batch:
+        return x
+    if x.shape[0] != 1:
+        raise ValueError(f"conditioning has batch {x.shape[0]} for {batch} samples: condition one per render")
+    return x.expand(batch, *x.shape[1:])
 
 
 class StableDiffusionPrior(LatentDiffusionPrior):
