@@ -39,7 +39,7 @@ class DensifyConfig:
     strategy: Literal["default", "mcmc", "none"] = "default"
     grow_grad2d: float = 0.01
     grow_scale3d: float = 0.01   # relative to scene_scale: at or below -> duplicate, above -> split
-    prune_scale3d: float = 0.1   # relative to scene_scale: larger ones pruned once past reset_every
+    prune_scale3d: float = 0.1   # relative to scene_scale: larger ones pruned after the first reset
     prune_opa: float = 0.005     # opacity below which a Gaussian is pruned (MCMC: relocated)
     scene_scale: float = 1.0     # generated objects live in the unit sphere
     refine_start: int = 100
