@@ -1,0 +1,3 @@
+from renderers.gaussian.rasterize import rasterize
+
+__all__ = ["rasterize"]
