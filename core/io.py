@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
 
 @contextlib.contextmanager
@@ -23,6 +22,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -47,18 +50,6 @@ def save_torch(path: str | Path, obj) -> Path:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-    return Path(path)
-
-
-def write_image(path: str | Path, image) -> Path:
-    """image: [H,W,3|4] or [H,W] float in [0,1] (tensor or array) or uint8."""
-    import imageio.v3 as iio
-
-    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, arr)
     return Path(path)
 
 

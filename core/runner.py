@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from core.cameras import Cameras
-from core.io import append_jsonl, save_torch, write_image
+from core.export.video import write_png
+from core.io import append_jsonl, save_torch
 from renderers.base import RenderOutput, Scene
 
 
@@ -221,7 +222,7 @@ def run_stage(stage: Stage, folder: RunFolder, callbacks: Callbacks | None = Non
         folder.log(record)
         callbacks.on_step(stage.name, step, stage.steps, record)
         if stage.preview_every and (step % stage.preview_every == 0 or step == stage.steps):
-            path = write_image(folder.path / "previews" / f"{stage.name}_{step:06d}.png", preview_strip(out))
+            path = write_png(folder.path / "previews" / f"{stage.name}_{step:06d}.png", preview_strip(out))
             callbacks.on_preview(stage.name, step, path)
         if stage.checkpoint_every and step % stage.checkpoint_every == 0:
             save_checkpoint(folder, stage, step)

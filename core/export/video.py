@@ -7,8 +7,6 @@ padded by one edge pixel rather than resized (no resampling blur).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from core.cameras import Cameras
+from core.io import atomic_path
 
 
 def to_uint8(frame) -> np.ndarray:
@@ -30,29 +29,11 @@ def to_uint8(frame) -> np.ndarray:
     return arr
 
 
-def _temporary_beside(path: Path) -> Path:
-    """A fresh file next to `path` keeping its suffix (writers pick the format by extension)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Move a finished temporary file onto `path` with ordinary permissions (mkstemp makes 0600)."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_png(path: str | Path, frame) -> Path:
     """Write one image as PNG atomically; returns the path."""
     path = Path(path)
-    tmp = _temporary_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         imageio.imwrite(tmp, to_uint8(frame), format="png")
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -78,8 +59,7 @@ def write_video(path: str | Path, frames: Iterable, fps: float = 24.0, quality: 
     quality: imageio-ffmpeg's 0..10 scale (10 best).
     """
     path = Path(path)
-    tmp = _temporary_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         # macro_block_size=2: only pad to even sizes, never rescale to multiples of 16.
         writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
                                     pixelformat="yuv420p", quality=quality, macro_block_size=2)
@@ -97,9 +77,6 @@ def write_video(path: str | Path, frames: Iterable, fps: float = 24.0, quality: 
             writer.close()
         if count == 0:
             raise ValueError("a video needs at least one frame")
-        _publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

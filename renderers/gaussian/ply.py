@@ -18,8 +18,6 @@ It drops higher SH degrees; reading one back gives sh_degree 0.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,8 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 from torch import Tensor
+
+from core.io import atomic_path
 
 # Zeroth-order real spherical harmonic, Y_0^0 = 1 / (2 sqrt(pi)).
 SH_C0 = 0.28209479177387814
@@ -77,16 +77,8 @@ class GaussianData:
 
 def _atomic_write(path: Path, write) -> Path:
     """Run `write(tmp_path)` then move the result to `path`, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
     return path
 
 
