@@ -123,7 +123,7 @@ def test_interpolation_gradcheck():
     assert (face_id >= 0).sum() > 16 and len(face_id[face_id >= 0].unique()) >= 2
     vertices.requires_grad_(True)
     attr.requires_grad_(True)
-    assert torch.autograd.gradcheck(render, (vertices, attr), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(render, (vertices, attr), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def test_texture_lookup_orientation_and_gradcheck():
@@ -133,7 +133,7 @@ def test_texture_lookup_orientation_and_gradcheck():
     assert sample_texture(texture, uv)[:, 0].tolist() == [1.0, 0.0]
     texture = torch.rand(4, 5, 3, dtype=torch.float64, requires_grad=True)
     uv = torch.rand(6, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(sample_texture, (texture, uv), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(sample_texture, (texture, uv), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 def _quad(texture: torch.Tensor) -> TriangleMesh:

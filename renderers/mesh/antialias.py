@@ -52,7 +52,8 @@ def antialias(color: Tensor, rast: Rasterization, neighbours: Tensor | None = No
         neighbours = face_neighbours(rast.faces)
     with torch.no_grad():
         corners = rast.verts_cam.detach()[:, rast.faces]  # [B,F,3,3]
-        facing = (corners[..., 0, :] * torch.cross(corners[..., 1, :], corners[..., 2, :], dim=-1)).sum(-1).sign()
+        edge_normals = _edge_normals(corners)
+        facing = (corners[..., 0, :] * edge_normals[..., 0, :]).sum(-1).sign()  # [B,F]
     flat_color = color.reshape(B * H * W, -1)
     flat_face = rast.face_id.reshape(-1)
     depth = rast.depth.detach().reshape(-1).masked_fill(flat_face < 0, float("inf"))
@@ -71,7 +72,7 @@ def antialias(color: Tensor, rast: Rasterization, neighbours: Tensor | None = No
         p, q = p[candidate], q[candidate]
         p_front = depth[p] < depth[q]
         front, back = torch.where(p_front, p, q), torch.where(p_front, q, p)
-        delta, target = _edge_blend(flat_color, flat_face, front, back, rast, neighbours, facing, max_walk)
+        delta, target = _edge_blend(flat_color, flat_face, front, back, rast, neighbours, edge_normals, facing, max_walk)
         deltas.append(delta)
         targets.append(target)
     out = flat_color.index_add(0, torch.cat(targets), torch.cat(deltas))
@@ -80,16 +81,15 @@ def antialias(color: Tensor, rast: Rasterization, neighbours: Tensor | None = No
 
 def _edge_blend(
     color: Tensor, face_id: Tensor, front: Tensor, back: Tensor, rast: Rasterization, neighbours: Tensor,
-    facing: Tensor, max_walk: int,
+    edge_normals: Tensor, facing: Tensor, max_walk: int,
 ) -> tuple[Tensor, Tensor]:
     """Colour changes [M,C] and the flat pixel indices [M] they apply to, for pixel pairs (front, back) [P].
 
-    facing [B,F] sign of each face's orientation in each camera.
+    edge_normals [B,F,3,3] from `_edge_normals` and facing [B,F] (orientation sign) per camera, no grad.
     """
     batch = front // (rast.shape[1] * rast.shape[2])
     rays = rast.rays.reshape(-1, 3)
     faces = rast.faces
-    verts = rast.verts_cam.detach()
     with torch.no_grad():
         # The face seen at the front pixel is often not the one owning the silhouette: thin,
         # grazing faces lie between the two pixel centres. Walk from face to face along the
@@ -100,7 +100,7 @@ def _edge_blend(
         edge = torch.zeros_like(face)
         active = torch.ones_like(found)
         for _ in range(max_walk):
-            normals = _edge_normals(verts[batch[:, None], faces[face]])
+            normals = edge_normals[batch, face]
             sign = facing[batch, face][:, None]
             w_front = (normals * rays[front, None]).sum(-1) * sign  # >= 0 inside the face
             w_back = (normals * rays[back, None]).sum(-1) * sign
