@@ -158,10 +158,73 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_reconstruct_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "reconstruct", help="fit 3D Gaussians to posed images (a NeRF-synthetic folder)",
+        description="Fit 3D Gaussians to the images of a NeRF-synthetic/Blender folder (transforms_train.json "
+                    "or transforms.json + images) and write model.ply, previews, metrics and a turntable. "
+                    "Config keys can be overridden as key=value (e.g. steps=500 renderer.sh_degree=1).",
+    )
+    p.add_argument("data", type=Path, help="folder with transforms_train.json (or transforms.json) and images")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
+    p.add_argument("--config", default="reconstruct/gaussian", help="preset name or YAML file")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/reconstruct-<name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=run_reconstruct)
+
+
+def run_folder_name(kind: str, name: str) -> Path:
+    import re
+    import time
+
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or kind
+    return Path("runs") / f"{kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_job_config(schema, preset: str, overrides: Sequence[str]):
+    from core.config import ConfigError, load_config, resolve_preset
+
+    try:
+        return load_config(schema, resolve_preset(preset), overrides)
+    except ConfigError as e:
+        raise CLIError(str(e)) from None
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder")
+    if resume and not (out / "checkpoints").is_dir():
+        raise CLIError(f"--resume: {out} has no checkpoints/ to resume from")
+    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise CLIError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def print_outputs(paths: dict) -> None:
+    for key, path in paths.items():
+        if path is not None:
+            print(f"{key}: {path}")
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    from core.data.nerf_synthetic import load_dataset
+    from core.pipelines.reconstruct import ReconstructConfig, reconstruct
+
+    cfg = load_job_config(ReconstructConfig, args.config, [*args.overrides, f"data={args.data}"])
+    out = args.out or run_folder_name("reconstruct", args.data.resolve().name)
+    check_run_folder(out, args.resume)
+    try:
+        dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None, cfg.renderer.background)
+    except (FileNotFoundError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    print(f"reconstructing {len(dataset)} views of {args.data} into {out}")
+    print_outputs(reconstruct(cfg, out, dataset=dataset))
+    return 0
+
+
 # --- entry point --------------------------------------------------------------------------------
 
-# Subcommands in --help order; the integrator adds demo / reconstruct here.
-COMMANDS: list[Callable] = [add_render_command]
+# Subcommands in --help order.
+COMMANDS: list[Callable] = [add_reconstruct_command, add_render_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `scorelift ARGS` and return the exit code: 0 done, 2 a user error (one line on stderr)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # Overrides (key=value) may sit anywhere among the options: argparse leaves the ones
+        # after an option as unknown, and commands that take overrides collect them here.
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = [*args.overrides, *extra]
     except SystemExit as e:  # --help, or a usage error argparse has already printed
         return e.code if isinstance(e.code, int) else 2
     try:

@@ -182,6 +182,30 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def presets_dir() -> Path:
+    """The folder of shipped presets (the `configs` package)."""
+    import configs
+
+    return Path(configs.__file__).parent
+
+
+def list_presets() -> list[str]:
+    """Shipped preset names, e.g. 'reconstruct/gaussian'."""
+    root = presets_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A YAML path from a file path or a shipped preset name ('text_to_3d/gaussian_sds')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = presets_dir() / path.with_suffix(".yaml")
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"no preset '{name_or_path}': give a YAML file or one of {', '.join(list_presets())}")
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
     """Schema defaults <- YAML preset at `path` <- dotted `overrides`, validated."""
     data = read_yaml(path) if path is not None else {}
