@@ -82,7 +82,7 @@ def to_epsilon(model_output: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Ten
 class LatentDiffusionPrior:
     """VAE + UNet + training schedule of a latent diffusion model, frozen.
 
-    Subclasses load `self.vae`, `self.unet`, then call `_setup(source)`, and implement
+    Subclasses load `self.vae`, `self.unet`, then call `_setup(source, layout)`, and implement
     `condition`.
     """
 
