@@ -246,3 +246,29 @@ def test_mesh_scene_contract(tmp_path):
         assert np.allclose(np.linalg.norm(loaded.vertices, axis=1).max(), scene.mesh().vertices.norm(dim=-1).max().item(), atol=1e-4)
     with pytest.raises(ValueError, match="uv"):
         MeshScene(mesh, MeshSceneConfig(learn=("texture",)))
+
+
+def test_backface_culling_keeps_a_convex_mesh_intact():
+    # only back faces may go: a wrong orientation convention would show the far side instead
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.7)
+    vertices, faces = torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)
+    cameras = orbit_cameras(2, width=24, height=24)
+    both = rasterize(vertices, faces, cameras)
+    front = rasterize(vertices, faces, cameras, cull_backfaces=True)
+    assert torch.equal(both.face_id, front.face_id)
+    inverted = rasterize(vertices, faces.flip(1), cameras, cull_backfaces=True)
+    assert (inverted.depth > both.depth + 0.1)[both.mask > 0].float().mean() > 0.9
+
+
+def test_material_extras_for_shading():
+    mesh = _quad(torch.rand(4, 4, 3))
+    mesh.roughness = torch.full((4, 4, 1), 0.25)
+    mesh.normal_map = torch.tensor([0.5, 0.5, 1.0]).expand(4, 4, 3).clone()
+    out = render_mesh(mesh, orbit_cameras(1, elevation_deg=0.0, width=16, height=16))
+    mask = out.extras["mask"][..., 0] > 0
+    assert torch.allclose(out.extras["roughness"][mask], torch.tensor(0.25))
+    uv = out.extras["uv"][mask]
+    assert uv.min() >= 0 and uv.max() <= 1
+    # u grows along +y on this quad, v along +z
+    assert torch.allclose(out.extras["tangent"][mask], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5)
+    assert torch.allclose(out.extras["position"][mask][:, 1], uv[:, 0] * 1.6 - 0.8, atol=1e-4)

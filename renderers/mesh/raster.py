@@ -107,8 +107,8 @@ def rasterize(
 
     vertices [V,3] or [B,V,3] world space (float32 or float64), faces [F,3] long.
     Front faces wind counter-clockwise seen from outside; `cull_backfaces` drops the others.
-    `tile_size` is the side of the pixel tiles faces are binned into (None: chosen from the
-    typical face size on screen). `max_chunk` bounds the number of (pixel, face) tests held in memory at once.
+    `tile_size` is the side of the pixel tiles faces are binned into (None: the side with the
+    least estimated work). `max_chunk` bounds the (pixel, face) tests held in memory at once.
     backend: "torch", "nvdiffrast" (CUDA, visibility only) or "auto" (nvdiffrast when usable).
     """
     faces = faces.long()

@@ -3,7 +3,7 @@
 Colour is the unlit base colour (vertex colours or the base-colour texture) or, for
 previews and tests, a headlight Lambert term. Physically based shading lives in
 `renderers/shading`; it takes the interpolated attributes from `out.extras` (world
-position, normal, uv, base_color, roughness, metallic, normal_map) and re-applies
+position, normal, uv, base_color, roughness, metallic, normal_map, tangent) and re-applies
 `antialias(shaded, extras["rast"], extras["neighbours"])` to its result.
 """
 
@@ -56,7 +56,8 @@ def render_mesh(
     [B,H,W,3] world space (0 where empty), and extras: "rast" (Rasterization), "mask"
     [B,H,W,1] hard coverage, "face_id" [B,H,W], "position" [B,H,W,3], "normal" [B,H,W,3],
     "base_color" [B,H,W,3], and when the mesh has them "uv" [B,H,W,2], "roughness"
-    [B,H,W,1], "metallic" [B,H,W,1], "normal_map" [B,H,W,3]; "neighbours" [F,3].
+    [B,H,W,1], "metallic" [B,H,W,1], "normal_map" [B,H,W,3] (tangent space, in [0,1]) with
+    "tangent" [B,H,W,3] (world space, per face); "neighbours" [F,3].
     """
     cfg = cfg or MeshRenderConfig()
     rast = rasterize(
@@ -101,6 +102,8 @@ def _base_color(mesh: TriangleMesh, rast: Rasterization, cfg: MeshRenderConfig, 
             tex = getattr(mesh, name)
             if tex is not None:
                 extras[name] = rast.to_dense(sample_texture(tex, uv, wrap=cfg.wrap_uv))
+        if mesh.normal_map is not None:
+            extras["tangent"] = rast.to_dense(_face_tangents(mesh)[rast.face])
     elif mesh.vertex_colors is not None:
         base = interpolate(mesh.vertex_colors, rast, dense=False)
     else:
@@ -108,3 +111,20 @@ def _base_color(mesh: TriangleMesh, rast: Rasterization, cfg: MeshRenderConfig, 
         base = base.expand(len(rast.pixel), 3)
     extras["base_color"] = rast.to_dense(base)
     return base
+
+
+def _face_tangents(mesh: TriangleMesh) -> Tensor:
+    """[F,3] unit world-space tangents (direction of increasing u) of a UV-mapped mesh.
+
+    Solves [e1 e2] = [T B] [duv1 duv2] per face (Lengyel's tangent frame); the shading
+    module orthogonalises them against the interpolated normal.
+    """
+    p = mesh.vertices[mesh.faces]  # [F,3,3]
+    uv = mesh.uv[mesh.uv_indices()]  # [F,3,2]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    d1, d2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    # degenerate UV triangles get det 1: any tangent in the face plane will do for them
+    det = torch.where(det.abs() < 1e-12, torch.ones_like(det), det)
+    tangent = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) / det[:, None]
+    return tangent / tangent.norm(dim=-1, keepdim=True).clamp_min(1e-12)
