@@ -233,8 +233,9 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.cuda
 def test_occupancy_grid_path_matches_dense_path_on_gpu():
-    # The grid culls cells whose sigma * step is under the threshold; keep that below what matters here.
-    scene = NerfScene(NerfConfig(n_samples=256, occupancy_threshold=1e-3)).cuda().eval()
+    # The grid culls cells whose sigma * step is under the threshold (at 1e-3 that is the blob's
+    # tail, alpha up to 0.06 on grazing rays, seen on an H200); keep it below what matters here.
+    scene = NerfScene(NerfConfig(n_samples=256, occupancy_threshold=1e-5)).cuda().eval()
     cams = camera(size=48, distance=2.5, fov=45.0).to("cuda")
     with torch.no_grad():
         grid = scene.render(cams)  # occupancy grid: chosen automatically on CUDA
@@ -248,9 +249,9 @@ def test_occupancy_grid_path_matches_dense_path_on_gpu():
               f"{(grid.rgb - dense.rgb).abs().mean():.2e}, depth max {depth_error.max():.2e}, "
               f"normal cos min {normal_cos.min():.4f}")
     print(report)
-    assert alpha_error.mean() < 5e-3 and alpha_error.max() < 5e-2, report
-    assert (grid.rgb - dense.rgb).abs().mean() < 5e-3, report
-    assert depth_error.max() < 2e-2 and normal_cos.min() > 0.95, report
+    assert alpha_error.mean() < 1e-3 and alpha_error.max() < 5e-3, report  # H200: 1.5e-4, 6.2e-4
+    assert (grid.rgb - dense.rgb).abs().mean() < 1e-3, report
+    assert depth_error.max() < 2e-3 and normal_cos.min() > 0.999, report  # H200: 1.1e-4, 1.0000
     # Training on CUDA: gradients flow through the packed path and update() refreshes the grid.
     scene.train()
     optimizer = torch.optim.Adam(scene.param_groups(None))
