@@ -272,3 +272,20 @@ def test_material_extras_for_shading():
     # u grows along +y on this quad, v along +z
     assert torch.allclose(out.extras["tangent"][mask], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5)
     assert torch.allclose(out.extras["position"][mask][:, 1], uv[:, 0] * 1.6 - 0.8, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_cuda_matches_cpu(backend):
+    """The same render on CUDA (torch path, or nvdiffrast visibility when installed) and on CPU."""
+    mesh = TriangleMesh.from_trimesh(two_boxes())
+    mesh.vertex_colors = torch.rand(mesh.num_vertices, 3)
+    cameras = orbit_cameras(3, width=48, height=40)
+    cpu = render_mesh(mesh, cameras)
+    vertices = mesh.vertices.cuda().requires_grad_(True)
+    gpu = render_mesh(mesh.to("cuda").with_vertices(vertices), cameras.to("cuda"), cfg=MeshRenderConfig(backend=backend))
+    assert (gpu.extras["face_id"].cpu() == cpu.extras["face_id"]).float().mean() > 0.99
+    covered = (gpu.extras["face_id"].cpu() == cpu.extras["face_id"]) & (cpu.extras["face_id"] >= 0)
+    assert (gpu.depth.cpu() - cpu.depth)[..., 0][covered].abs().max() < 1e-4
+    (gpu.rgb.mean() + gpu.alpha.mean()).backward()
+    assert torch.isfinite(vertices.grad).all() and vertices.grad.abs().sum() > 0
