@@ -47,25 +47,29 @@ class Prior(Protocol):
     alphas_cumprod: Tensor
 
     def encode(self, images: Tensor) -> Tensor:
-        """images [B,3,H,W] in [0,1] -> x0 [B,C,h,w] (latents, or scaled pixels), differentiable."""
+        """images [B,3,H,W] in [0,1] -> x0 [B,C,h,w] float32 (latents, or scaled pixels), differentiable."""
 
     def decode(self, x0: Tensor) -> Tensor:
-        """x0 [B,C,h,w] -> images [B,3,H,W] in [0,1]."""
+        """x0 [B,C,h,w] -> images [B,3,H,W] in [0,1], float32."""
 
-    def condition(self, prompt: str | list[str], negative_prompt: str = "", cameras: Any = None) -> Cond:
+    def condition(self, prompt: str | list[str] | Tensor, negative_prompt: str = "", cameras: Any = None) -> Cond:
         """Conditioning for a batch; `cameras` (core.cameras.Cameras, B of them) selects
-        view-dependent prompts and camera features where the prior uses them."""
+        view-dependent prompts and camera features where the prior uses them. Text priors
+        take a prompt; view-conditioned priors (Zero123) take the reference image [1,3,H,W]."""
 
     def predict_noise(self, x_t: Tensor, t: Tensor, cond: Cond) -> tuple[Tensor, Tensor]:
         """(eps_cond, eps_uncond), each shaped like x_t [B,C,h,w], from one network batch of 2B.
 
-        t: [B] integer timesteps. Runs with any attached adapters (LoRA) disabled.
+        t: [B] integer timesteps. Runs with any attached adapters (LoRA) disabled. The
+        prior builds its own unconditional inputs (e.g. Zero123's zeroed concat latents).
+        eps comes back in x_t's dtype.
         """
 
     def denoiser(self, x_t: Tensor, t: Tensor, embeds: Tensor, camera: Tensor | None = None,
                  extras: dict | None = None) -> Tensor:
         """One branch of the network as it stands (active adapters included): eps [B,C,h,w].
-        VSD's LoRA branch and training use this."""
+        `extras` (e.g. extras["concat"]) is used exactly as given. VSD's LoRA branch and
+        training use this."""
 
 
 def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
