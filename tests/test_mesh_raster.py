@@ -289,3 +289,18 @@ def test_cuda_matches_cpu(backend):
     assert (gpu.depth.cpu() - cpu.depth)[..., 0][covered].abs().max() < 1e-4
     (gpu.rgb.mean() + gpu.alpha.mean()).backward()
     assert torch.isfinite(vertices.grad).all() and vertices.grad.abs().sum() > 0
+
+
+def test_configs_load_with_overrides_and_lambert_shades():
+    from core.config import ConfigError, load_config
+
+    cfg = load_config(MeshSceneConfig, None, ["learn=[offsets]", "render.shading=lambert", "render.tile_size=4"])
+    assert cfg.learn == ("offsets",) and cfg.render.shading == "lambert" and cfg.render.tile_size == 4
+    with pytest.raises(ConfigError, match="learn"):
+        load_config(MeshSceneConfig, None, ["learn=[vertices]"])
+    mesh = TriangleMesh.from_trimesh(trimesh.creation.icosphere(subdivisions=3, radius=0.8))
+    out = MeshScene(mesh, cfg).render(orbit_cameras(1, elevation_deg=0.0, width=32, height=32))
+    row = out.rgb[0, 16, :, 0]
+    covered = out.extras["mask"][0, 16, :, 0] > 0
+    # the headlight hits the centre head-on and the rim at a grazing angle
+    assert row[16] > 0.75 and row[covered].min() < 0.5
