@@ -52,7 +52,8 @@ def test_sampling_and_bounds():
     dirs = torch.tensor([[-1.0, 0, 0], [-1.0, 0, 0], [0, 0, 1.0]])
     near, far, hit = ray_sphere_bounds(origins, dirs, 1.0)
     assert hit.tolist() == [True, False, True]
-    assert torch.allclose(near[[0, 2]], torch.tensor([2.0, 0.0])) and torch.allclose(far[[0, 2]], torch.tensor([4.0, 1.0]))
+    assert torch.allclose(near[[0, 2]], torch.tensor([2.0, 0.0]))
+    assert torch.allclose(far[[0, 2]], torch.tensor([4.0, 1.0]))
 
 
 def test_constant_density_sphere_matches_closed_form():
@@ -140,6 +141,20 @@ def test_initial_blob_is_opaque_at_centre_and_clear_at_edges():
     assert out.rgb.shape == (1, 32, 32, 3) and float(out.rgb.min()) >= 0 and float(out.rgb.max()) <= 1
 
 
+def test_trunc_exp_blob():
+    from renderers.nerf.field import trunc_exp
+
+    x = torch.tensor([0.0, 20.0], requires_grad=True)
+    trunc_exp(x).sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([1.0, math.exp(15.0)]))  # gradient clamped at exp(15)
+    scene = NerfScene(small_config(density_activation="trunc_exp")).eval()
+    cams = camera(size=16, distance=2.5, fov=45.0)
+    with torch.no_grad():
+        alpha = scene.render(cams).alpha[0, ..., 0]
+    b = sphere_geometry(cams, 1.0)[0]
+    assert bool((alpha[b < 0.2] > 0.999).all()) and bool((alpha[b > 0.8] < 0.02).all())
+
+
 def small_config(**overrides) -> NerfConfig:
     values = dict(n_levels=3, max_resolution=24, plane_resolution=32, n_samples=24, hidden_dim=16)
     values.update(overrides)
@@ -147,7 +162,10 @@ def small_config(**overrides) -> NerfConfig:
 
 
 def test_optimisation_reduces_loss_and_trains_grid_and_mlp():
-    scene = NerfScene(small_config(background="learned", background_color=(0.5, 0.5, 0.5), lr_grid=5e-2, lr_mlp=5e-2, lr_background=5e-2)).train()
+    # Adam moves each weight by ~lr per step: larger rates than training so 8 steps show it.
+    cfg = small_config(background="learned", background_color=(0.5, 0.5, 0.5), lr_grid=5e-2, lr_mlp=5e-2,
+                       lr_background=5e-2)
+    scene = NerfScene(cfg).train()
     cams = camera(size=16, distance=2.5, fov=45.0)
     target = torch.tensor([0.9, 0.2, 0.1]).expand(1, 16, 16, 3)
     before = {name: p.detach().clone() for name, p in scene.named_parameters()}

@@ -64,7 +64,9 @@ class NerfConfig:
         if self.bound_radius <= 0 or self.blob_radius <= 0 or self.normal_eps <= 0:
             raise ValueError("bound_radius, blob_radius and normal_eps must be positive")
         if self.max_resolution < self.base_resolution:
-            raise ValueError(f"max_resolution ({self.max_resolution}) must be >= base_resolution ({self.base_resolution})")
+            raise ValueError(
+                f"max_resolution ({self.max_resolution}) must be >= base_resolution ({self.base_resolution})"
+            )
         if self.max_samples_per_chunk < self.n_samples:
             raise ValueError(f"max_samples_per_chunk ({self.max_samples_per_chunk}) must hold one ray "
                              f"(n_samples={self.n_samples})")
@@ -135,11 +137,10 @@ class NerfScene(nn.Module):
         def lr(name: str) -> float:
             return float(getattr(cfg, name, getattr(self.cfg, name)))
 
-        encoding = self.field.encoding
+        mlps = list(self.field.density_mlp.parameters()) + list(self.field.color_mlp.parameters())
         groups = [
-            {"name": "grid", "params": list(encoding.parameters()), "lr": lr("lr_grid")},
-            {"name": "mlp", "params": list(self.field.density_mlp.parameters()) + list(self.field.color_mlp.parameters()),
-             "lr": lr("lr_mlp")},
+            {"name": "grid", "params": list(self.field.encoding.parameters()), "lr": lr("lr_grid")},
+            {"name": "mlp", "params": mlps, "lr": lr("lr_mlp")},
         ]
         background = list(self.background.parameters())
         if background:
