@@ -304,3 +304,19 @@ def test_configs_load_with_overrides_and_lambert_shades():
     covered = out.extras["mask"][0, 16, :, 0] > 0
     # the headlight hits the centre head-on and the rim at a grazing angle
     assert row[16] > 0.75 and row[covered].min() < 0.5
+
+
+def test_no_cracks_where_edges_pass_through_pixel_centres():
+    n = 16  # a plane of n x n cells, two triangles each, at z = 0 under a camera looking down
+    g = torch.linspace(-1.0, 1.0, n + 1)
+    ys, xs = torch.meshgrid(g, g, indexing="ij")
+    vertices = torch.stack([xs, ys, torch.zeros_like(xs)], dim=-1).reshape(-1, 3)
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    v00 = (i * (n + 1) + j).reshape(-1)
+    faces = torch.cat([torch.stack([v00, v00 + 1, v00 + n + 2], -1), torch.stack([v00, v00 + n + 2, v00 + n + 1], -1)])
+    c2w = look_at(torch.tensor([[0.0, 0.0, 2.0]]))
+    # principal point on a pixel centre and f = 16 px per unit at z = 2: grid vertices and
+    # diagonals land exactly on pixel centres, where inside tests are decided by ties
+    K = torch.tensor([[[32.0, 0, 16.5], [0, 32.0, 16.5], [0, 0, 1]]])
+    rast = rasterize(vertices, faces, Cameras(c2w, K, 32, 32))
+    assert (rast.face_id >= 0).all()
