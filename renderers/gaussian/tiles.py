@@ -30,7 +30,7 @@ ALPHA_MAX = 0.999  # alphas are clamped here; no gradient through a clamped alph
 T_MIN = 1e-4  # a pixel stops before its transmittance would fall to this
 EPS2D = 0.3  # low-pass filter added to every 2D covariance (pixels^2)
 CHUNK = 64  # Gaussians per tile composited in one step
-MAX_STEP_ELEMENTS = 1 << 22  # cap on tiles * pixels * chunk per step (bounds peak memory)
+MAX_STEP_ELEMENTS = 1 << 20  # cap on tiles * pixels * chunk per step (bounds the workspace)
 
 
 @dataclass
@@ -178,50 +178,72 @@ def _chunk_gaussians(tiles: Tensor, start: int, chunk: int, isect: TileIntersect
     return gid, dx, dy, a, b, c, o
 
 
-def _gaussian_falloff(dx: Tensor, dy: Tensor, a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-    """vis = exp(-power) [T,P,K] at every tile pixel; +inf power (vis 0) where power < 0 (gsplat skips those)."""
+class _Workspace:
+    """Reusable flat buffers for the [T,P,K] temporaries of one pass.
+
+    On CPU every fresh multi-MB tensor is fresh pages from the kernel (page faults on first
+    touch), which cost more than the arithmetic; writing into a few reused buffers avoids it.
+    """
+
+    def __init__(self, numel: int, dtype, device):
+        self.numel, self.dtype, self.device = numel, dtype, device
+        self.buffers: dict[str, Tensor] = {}
+
+    def __call__(self, name: str, shape) -> Tensor:
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty(self.numel, dtype=self.dtype, device=self.device)
+        return self.buffers[name][: math.prod(shape)].view(shape)
+
+
+def _gaussian_falloff(dx: Tensor, dy: Tensor, a: Tensor, b: Tensor, c: Tensor, ws: _Workspace) -> Tensor:
+    """vis = exp(-power) [T,P,K] at every tile pixel (a new tensor), 0 where power < 0 (gsplat skips those)."""
     T, ts, K = dx.shape
     # The pixel grid is separable: only the b dx dy term needs the full [T,ts,ts,K] grid.
     neg_half_ax2 = -0.5 * a[:, None, :] * dx * dx
     neg_half_cy2 = -0.5 * c[:, None, :] * dy * dy
-    neg_power = torch.addcmul(neg_half_cy2[:, :, None, :] + neg_half_ax2[:, None, :, :],
-                              dy[:, :, None, :], (-b[:, None, :] * dx)[:, None, :, :])
-    neg_power.masked_fill_(neg_power > 0, -math.inf)
-    return torch.exp_(neg_power).view(T, ts * ts, K)
+    vis = torch.add(neg_half_cy2[:, :, None, :], neg_half_ax2[:, None, :, :])
+    vis.addcmul_(dy[:, :, None, :], (-b[:, None, :] * dx)[:, None, :, :])
+    power_ok = torch.le(vis, 0.0, out=ws("mask", vis.shape))
+    return vis.exp_().mul_(power_ok).view(T, ts * ts, K)
 
 
-def _alphas(vis: Tensor, o: Tensor) -> tuple[Tensor, Tensor]:
-    """raw = o vis and alpha = min(raw, 0.999), 0 where below 1/255; both [T,P,K]."""
-    raw = vis * o[:, None, :]
-    alpha = raw.clamp_max(ALPHA_MAX)
-    alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0)
-    return raw, alpha
+def _alphas(vis: Tensor, o: Tensor, ws: _Workspace) -> tuple[Tensor, Tensor]:
+    """alpha = min(o vis, 0.999), 0 below 1/255, and `kept` = 1 where alpha > 0; both [T,P,K] views of ws."""
+    alpha = torch.mul(vis, o[:, None, :], out=ws("alpha", vis.shape)).clamp_(max=ALPHA_MAX)
+    kept = torch.ge(alpha, ALPHA_THRESHOLD, out=ws("kept", vis.shape))
+    return alpha.mul_(kept), kept
 
 
-def _transmittance(alpha: Tensor, T0: Tensor, done0: Tensor):
-    """Front-to-back compositing weights of one chunk: alpha [T,P,K], carried T0, done0 [T,P].
+def _transmittance(alpha: Tensor, T0: Tensor, done0: Tensor, ws: _Workspace):
+    """Front-to-back compositing of one chunk: alpha [T,P,K], carried T0 and done0 [T,P].
 
-    Returns T_before [T,P,K] (transmittance in front of each Gaussian), excluded [T,P,K]
-    (past the pixel's stop), weights w = alpha T_before (0 where excluded) [T,P,K], and
-    T_end, done_end [T,P].
+    Returns 1 - alpha, T_before (transmittance in front of each Gaussian), included (1
+    before the pixel's stop, else 0), weights w = alpha T_before included, all [T,P,K]
+    views of ws, and T_end, done_end [T,P].
     """
     # A finished pixel starts from T = 0, so every Gaussian of the chunk is excluded there.
-    T_start = T0.masked_fill(done0, 0.0)
-    T_after = torch.cumprod(1.0 - alpha, dim=-1).mul_(T_start[..., None])
-    T_before = torch.cat([T_start[..., None], T_after[..., :-1]], dim=-1)
-    excluded = T_after <= T_MIN
-    w = (alpha * T_before).masked_fill_(excluded, 0.0)
-    n_inc = alpha.shape[-1] - excluded.sum(dim=-1, keepdim=True)
-    last = T_after.gather(-1, (n_inc - 1).clamp(min=0))[..., 0]
-    T_end = torch.where(n_inc[..., 0] > 0, last, T0)
-    done_end = done0 | excluded[..., -1]
-    return T_before, excluded, w, T_end, done_end
+    T_start = torch.where(done0, torch.zeros_like(T0), T0)
+    one_minus = torch.neg(alpha, out=ws("one_minus", alpha.shape)).add_(1.0)
+    T_after = torch.cumprod(one_minus, dim=-1, out=ws("T_after", alpha.shape)).mul_(T_start[..., None])
+    T_before = ws("T_before", alpha.shape)
+    T_before[..., 0] = T_start
+    T_before[..., 1:] = T_after[..., :-1]
+    included = torch.gt(T_after, T_MIN, out=ws("included", alpha.shape))
+    w = torch.mul(alpha, T_before, out=ws("w", alpha.shape)).mul_(included)
+    n_inc = included.sum(dim=-1)
+    last = T_after.gather(-1, (n_inc - 1).clamp(min=0).long()[..., None])[..., 0]
+    T_end = torch.where(n_inc > 0, last, T0)
+    done_end = done0 | (T_after[..., -1] <= T_MIN)
+    return one_minus, T_before, included, w, T_end, done_end
 
 
 def _steps(tiles: Tensor, chunk: int, P: int):
     """Split one level's tiles into batches of at most MAX_STEP_ELEMENTS tile-pixel-chunk entries."""
-    per = max(1, MAX_STEP_ELEMENTS // (P * chunk))
-    return tiles.split(per)
+    return tiles.split(_tiles_per_step(chunk, P))
+
+
+def _tiles_per_step(chunk: int, P: int) -> int:
+    return max(1, MAX_STEP_ELEMENTS // (P * chunk))
 
 
 class _CompositeTiles(torch.autograd.Function):
@@ -240,15 +262,16 @@ class _CompositeTiles(torch.autograd.Function):
         acc = torch.zeros(n_tiles, geo.P, D, dtype=dtype, device=device)
         records = []
         level_tiles = torch.nonzero(isect.tile_counts > 0).flatten()
+        ws = _Workspace(min(len(level_tiles), _tiles_per_step(chunk, geo.P)) * geo.P * chunk, dtype, device)
         start = 0
         while level_tiles.numel() > 0:
             still = []
             for tiles in _steps(level_tiles, chunk, geo.P):
                 gid, dx, dy, a, b, c, o = _chunk_gaussians(tiles, start, chunk, isect, geo, m2, con, op)
-                vis = _gaussian_falloff(dx, dy, a, b, c)
-                _, alpha = _alphas(vis, o)
+                vis = _gaussian_falloff(dx, dy, a, b, c, ws)
+                alpha, _ = _alphas(vis, o, ws)
                 T0, done0 = T_final[tiles], done[tiles]
-                _, _, w, T_end, done_end = _transmittance(alpha, T0, done0)
+                *_, w, T_end, done_end = _transmittance(alpha, T0, done0, ws)
                 acc[tiles] += torch.bmm(w, col[gid])
                 T_final[tiles], done[tiles] = T_end, done_end
                 # vis is kept (pairs x pixels floats) so the backward pass skips the exp.
@@ -263,7 +286,7 @@ class _CompositeTiles(torch.autograd.Function):
         render_colors = geo.to_image(acc)
         render_alphas = geo.to_image(1.0 - T_final[..., None])
         ctx.save_for_backward(means2d, conics, opacities, colors, backgrounds, T_final)
-        ctx.records, ctx.isect, ctx.geo, ctx.chunk = records, isect, geo, chunk
+        ctx.records, ctx.isect, ctx.geo, ctx.chunk, ctx.ws_numel = records, isect, geo, chunk, ws.numel
         return render_colors, render_alphas
 
     @staticmethod
@@ -290,30 +313,33 @@ class _CompositeTiles(torch.autograd.Function):
 
         grad_m2, grad_con = torch.zeros_like(m2), torch.zeros_like(con)
         grad_op, grad_col = torch.zeros_like(op), torch.zeros_like(col)
+        ws = _Workspace(ctx.ws_numel, T_final.dtype, T_final.device)
         for tiles, start, T0, done0, vis in reversed(ctx.records):
             gid, dx, dy, a, b, c, o = _chunk_gaussians(tiles, start, chunk, isect, geo, m2, con, op)
-            raw, alpha = _alphas(vis, o)
-            T_before, excluded, w, _, _ = _transmittance(alpha, T0, done0)
+            alpha, kept = _alphas(vis, o, ws)
+            one_minus, T_before, included, w, _, _ = _transmittance(alpha, T0, done0, ws)
+            shape = alpha.shape
             g_t = g[tiles]  # [T,P,D]
             flat = gid.flatten()
-            grad_col.index_add_(0, flat, torch.bmm(w.transpose(1, 2), g_t).flatten(0, 1))
+            grad_col.index_add_(0, flat, torch.bmm(g_t.transpose(1, 2), w).transpose(1, 2).flatten(0, 1))
 
-            cg = torch.bmm(g_t, col[gid].transpose(1, 2))  # [T,P,K] c_i . g
-            wcg = w * cg
-            csum = torch.cumsum(wcg, dim=-1)
-            total = csum[..., -1]
-            after = (suffix[tiles] + behind[tiles])[..., None] + (total[..., None] - csum)
-            d_alpha = T_before * cg - after / (1.0 - alpha)
-            # Excluded, skipped (alpha 0) and clamped alphas pass no gradient to o, conic or mean.
-            d_alpha.masked_fill_(excluded | (alpha == 0) | (raw > ALPHA_MAX), 0.0)
+            cg = torch.bmm(g_t, col[gid].transpose(1, 2), out=ws("cg", shape))  # c_i . g
+            csum = torch.cumsum(torch.mul(w, cg, out=ws("tmp", shape)), dim=-1, out=ws("csum", shape))
+            total = csum[..., -1].clone()
+            # sum_{j>i} w_j (c_j . g) + what lies behind the chunk, the background and alpha terms included.
+            after = torch.sub((suffix[tiles] + behind[tiles] + total)[..., None], csum, out=ws("tmp", shape))
+            d_alpha = torch.div(after, one_minus, out=ws("csum", shape)).neg_().addcmul_(T_before, cg)
             suffix[tiles] += total
+            # Excluded, skipped (alpha 0) and clamped alphas pass no gradient to o, conic or mean.
+            live = torch.mul(vis, o[:, None, :], out=ws("tmp", shape))
+            live = torch.le(live, ALPHA_MAX, out=ws("cg", shape)).mul_(included).mul_(kept)
 
-            v = d_alpha.mul_(vis)  # d alpha / d o = vis
+            v = d_alpha.mul_(live).mul_(vis)  # d alpha / d o = vis
             grad_op.index_add_(0, flat, v.sum(1).flatten())
-            d_power = (v * -o[:, None, :]).view(len(tiles), geo.ts, geo.ts, -1)  # [T,y,x,K]
+            d_power = v.mul_(-o[:, None, :]).view(len(tiles), geo.ts, geo.ts, -1)  # [T,y,x,K]
             rows = d_power.sum(1)  # [T,x,K]
             cols = d_power.sum(2)  # [T,y,K]
-            dy_rows = (d_power * dy[:, :, None, :]).sum(1)  # [T,x,K]
+            dy_rows = torch.mul(d_power, dy[:, :, None, :], out=ws("tmp", shape).view(d_power.shape)).sum(1)
             sum_dx = (dx * rows).sum(1)  # [T,K] sum_p d_power dx
             sum_dy = (dy * cols).sum(1)
             grad_con.index_add_(0, flat, torch.stack([
