@@ -142,19 +142,22 @@ class LoraVariational:
             self.unet.disable_adapters()
 
     def _branch(self, x_t: Tensor, t: Tensor, cond: Cond, camera: Tensor | None) -> Tensor:
+        """The LoRA network's eps; call inside `active(camera)`."""
         class_camera = camera if self.uses_class_embedding else cond.camera
-        with self.active(camera):
-            return self.prior.denoiser(x_t, t, cond.embeds, class_camera, cond.extras)
+        return self.prior.denoiser(x_t, t, cond.embeds, class_camera, cond.extras)
 
     # --- VariationalScore -----------------------------------------------------------------
 
     @torch.no_grad()
     def predict(self, x_t: Tensor, t: Tensor, cond: Cond, camera: Tensor | None) -> Tensor:
         """eps_lora [B,C,h,w] for x_t [B,C,h,w], t [B], camera features [B,k] or None."""
-        eps = self._branch(x_t, t, cond, camera)
+        with self.active(camera):
+            eps = self._branch(x_t, t, cond, camera)
         s = self.cfg.guidance_scale
         if s != 1.0 and camera is not None:
-            eps_nocam = self._branch(x_t, t, cond, torch.zeros_like(camera))
+            nocam = torch.zeros_like(camera)
+            with self.active(nocam):
+                eps_nocam = self._branch(x_t, t, cond, nocam)
             eps = eps_nocam + s * (eps - eps_nocam)
         return eps
 
@@ -177,10 +180,13 @@ class LoraVariational:
                 if camera is not None and self.cfg.camera_dropout > 0:
                     keep = (torch.rand(B, 1, device=camera.device) >= self.cfg.camera_dropout).to(camera.dtype)
                     cam = camera * keep
-                eps = self._branch(x_t, t, cond, cam)
-                loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # Backward inside `active`: peft's disable_adapters() sets requires_grad=False on
+                # the LoRA weights, and autograd then drops their gradients.
+                with self.active(cam):
+                    eps = self._branch(x_t, t, cond, cam)
+                    loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 self.optimizer.step()
                 total += float(loss.detach())
         return {"lora_loss": total / max(1, self.cfg.train_steps)}

@@ -127,10 +127,10 @@ class ScoreDistillation:
             x_t = add_noise(x0.detach(), noise, t, ac)
             eps_cond, eps_uncond = self.prior.predict_noise(x_t, t, cond)
             eps_var = self.variational.predict(x_t, t, cond, camera) if self.variational is not None else None
-            terms, extra = self._terms(eps_cond, eps_uncond, noise, eps_var, s, progress)
+            direction, terms, extra = self._direction(eps_cond, eps_uncond, noise, eps_var, s, progress)
             w = timestep_weight(ac, t, self.cfg.schedule.weighting).to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
             terms = {k: w * v for k, v in terms.items()}
-            grad = torch.nan_to_num(sum(terms.values()) if len(terms) > 1 else next(iter(terms.values())))
+            grad = torch.nan_to_num(w * direction)
             if self.latent_grad_clip is not None:
                 c = self.latent_grad_clip(progress)
                 extra["latent_grad_clip"] = c
@@ -143,23 +143,27 @@ class ScoreDistillation:
         self.last_grad = grad
         return loss, stats
 
-    def _terms(self, eps_cond: Tensor, eps_uncond: Tensor, noise: Tensor, eps_var: Tensor | None,
-               s: float, progress: float) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """The unweighted direction, split into the terms that are logged separately."""
+    def _direction(self, eps_cond: Tensor, eps_uncond: Tensor, noise: Tensor, eps_var: Tensor | None,
+                   s: float, progress: float) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+        """The unweighted direction [B,C,h,w], its terms as logged separately, and scalars to log."""
+        eps_cfg = eps_uncond + s * (eps_cond - eps_uncond)
         kind = self.cfg.kind
         if kind == "sds":
-            eps_cfg = eps_uncond + s * (eps_cond - eps_uncond)
-            return {"sds": eps_cfg - noise}, {}  # DreamFusion (Poole et al. 2023) eq. 3
+            direction = eps_cfg - noise  # DreamFusion (Poole et al. 2023) eq. 3
+            return direction, {"sds": direction}, {}
         if kind == "vsd":
-            eps_cfg = eps_uncond + s * (eps_cond - eps_uncond)
-            return {"vsd": eps_cfg - eps_var}, {}  # ProlificDreamer (Wang et al. 2023) eq. 9
+            direction = eps_cfg - eps_var  # ProlificDreamer (Wang et al. 2023) eq. 9
+            return direction, {"vsd": direction}, {}
         l_u, l_v = self.l_u(progress), self.l_v(progress)
-        # DreamPolish (Cheng et al. 2024, arXiv:2411.01602) DSD: CFG term + unconditional-domain + variational-domain terms.
-        return {
+        terms = {
             "cfg": s * (eps_cond - eps_uncond),
             "unconditional": l_u * (eps_uncond - noise),
             "variational": l_v * (eps_uncond - eps_var),
-        }, {"dsd_lambda_u": l_u, "dsd_lambda_v": l_v}
+        }
+        # DreamPolish (Cheng et al. 2024, arXiv:2411.01602) DSD: s(e_c - e_u) + l_u(e_u - eps) + l_v(e_u - e_lora),
+        # regrouped around eps_cfg so that (l_u, l_v) = (1, 0) / (0, 1) give SDS / VSD bit for bit.
+        direction = eps_cfg - l_u * noise - l_v * eps_var + (l_u + l_v - 1.0) * eps_uncond
+        return direction, terms, {"dsd_lambda_u": l_u, "dsd_lambda_v": l_v}
 
     def state_dict(self) -> dict:
         return {"variational": self.variational.state_dict() if self.variational is not None else None}
