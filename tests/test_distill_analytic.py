@@ -15,6 +15,7 @@ import torch
 from core.distill import ObjectiveConfig, build
 from core.distill.analytic import (AnalyticPrior, GaussianFitVariational, GaussianMixture, isotropic_gaussian,
                                    particle_std)
+from core.distill.schedules import ScalarSchedule, ScheduleConfig
 
 SHAPE = (3, 2, 2)
 TARGET_STD = 0.5
@@ -142,3 +143,30 @@ def test_dsd_reduces_to_sds_and_vsd(setup, l_u, l_v, reference):
     for a, b in zip(dsd, ref):
         assert b.abs().max() > 1e-3  # a non-trivial gradient
         assert torch.equal(a, b)  # bit for bit
+
+
+def test_loss_gradient_is_g_over_batch_with_clamp_and_stats(setup):
+    mu, prior = setup
+    x = (mu + torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(2))).requires_grad_(True)
+    variational = GaussianFitVariational(prior.alphas_cumprod, x.detach())
+    # Unclamped first: the gradient reaching x0 is exactly g / B.
+    objective = build(ObjectiveConfig(kind="dsd", guidance_scale=20.0), prior, variational=variational)
+    loss, stats = objective(x, prior.condition([""] * 4), progress=0.5)
+    loss.backward()
+    assert torch.allclose(x.grad, objective.last_grad / 4, rtol=1e-6, atol=0)
+    for key in ("grad_norm", "grad_norm_cfg", "grad_norm_unconditional", "grad_norm_variational",
+                "dsd_lambda_u", "dsd_lambda_v", "t", "w_t", "guidance_scale", "image_grad_norm_before"):
+        assert isinstance(stats[key], float), key
+    assert stats["guidance_scale"] == 20.0 and stats["dsd_lambda_u"] == 0.5
+
+    # A scheduled element-wise clamp, at HiFA's deterministic timestep for p = 0.25.
+    clamp = ScalarSchedule("linear", 0.2, 0.01)
+    objective = build(ObjectiveConfig(kind="sds", guidance_scale=20.0, latent_grad_clip=clamp,
+                                      schedule=ScheduleConfig(timestep_schedule="sqrt")), prior)
+    x.grad = None
+    loss, stats = objective(x, prior.condition([""] * 4), progress=0.25)
+    loss.backward()
+    c = clamp(0.25)
+    assert float(objective.last_grad.abs().max()) == pytest.approx(c)
+    assert 0 < stats["latent_clipped_fraction"] <= 1 and stats["latent_grad_clip"] == pytest.approx(c)
+    assert stats["t"] == round((0.98 - 0.96 * 0.5) * 999)

@@ -37,8 +37,9 @@ class ObjectiveConfig:
     schedule: timestep sampling and w(t).
     latent_grad_clip: bound c of the element-wise clamp of g on x0 (None: no clamp).
     dsd_unconditional, dsd_variational: DSD's weights l_u, l_v of the unconditional-domain
-      and variational-domain terms. DreamPolish gives no single setting for them, so they are
-      config values (numbers or schedules); (1, 0) is SDS and (0, 1) is VSD exactly.
+      and variational-domain terms (DreamPolish, Cheng et al. 2024). The paper's own values were
+      not available to us, so they are config values (numbers or schedules) and the 0.5 / 0.5
+      defaults are ours; (1, 0) is SDS and (0, 1) is VSD, bit for bit.
     lora: the variational branch of VSD / DSD. pgc: pixel-wise gradient clipping.
     """
 
@@ -106,7 +107,8 @@ class ScoreDistillation:
         cond: the prior's conditioning for these B views. progress: training progress in [0,1].
         cameras: the B cameras (camera features for VSD's LoRA when `cond.camera` is None).
         generator: source of t and noise (default: the global torch RNG).
-        name: prefix of the PGC/image-gradient stats ("normal" for a normal-map objective).
+        name: prefix of the PGC/image-gradient stats; a normal-map objective passes its
+            rendered normals mapped to [0,1] as `images` with name="normal", so PGC hooks them too.
         Returns (loss, stats); stats gains the image-gradient entries during backward.
         """
         if hasattr(images, "chw"):
