@@ -18,7 +18,8 @@ Resolution: 32 px by default, rendered at 64 px and box-filtered (`supersample=2
 constraint is the prior's UNet step on 2 CPU cores: at 32 px a tiny UNet step costs a
 quarter of a 64 px one, which is what makes a ~60 minute training run feasible; rendering
 at 2x and averaging removes the staircase edges a 32 px rasterisation would teach the
-prior. Renders cost little next to the UNet either way (see `ProceduralWorld.sample`).
+prior. Renders cost little next to the UNet: on one CPU thread `sample(seed, 64)` makes
+about 110-150 images/s at 32 px (2x supersampled), 180/s at 64 px without supersampling.
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ def sample_spec(seed: int, cfg: ProceduralWorldConfig) -> ObjectSpec:
 def sample_camera_params(seed: int, cfg: ProceduralWorldConfig, view: int = 0) -> tuple[float, float, float, float]:
     """(elevation, azimuth, radius, fov_y) in degrees / world units of view `view` of object `seed`."""
     rng = np.random.default_rng([seed, 1 + view])
-    return tuple(float(rng.uniform(*r)) for r in
-                 (cfg.elevation_range, cfg.azimuth_range, cfg.radius_range, cfg.fov_range))  # type: ignore[return-value]
+    ranges = (cfg.elevation_range, cfg.azimuth_range, cfg.radius_range, cfg.fov_range)
+    el, az, radius, fov = (float(rng.uniform(*r)) for r in ranges)
+    return el, az, radius, fov
 
 
 @dataclass
@@ -258,6 +260,8 @@ class ProceduralWorld:
         seed: an int renders objects seed..seed+n-1; a torch.Generator draws n object seeds
         uniformly from `seed_range` (default `cfg.generator_seed_range`, the prior's range).
         """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
         if isinstance(seed, torch.Generator):
             lo, hi = seed_range or self.cfg.generator_seed_range
             seeds = torch.randint(lo, hi, (n,), generator=seed).tolist()

@@ -4,6 +4,7 @@ Many objects go through one `rasterize` call: objects of one shape share a topol
 the batch's vertex tensor is [B, V_union, 3] over the union of the shapes present, and
 sample b fills only its own shape's block; the other blocks stay at the origin, where
 their triangles are degenerate (zero determinant) and the rasteriser drops them.
+(`render_mesh` takes one [V,3] mesh for all cameras, hence `rasterize` directly here.)
 
 Shading is per pixel: positions and vertex normals are interpolated, the pattern (stripes,
 checks) is evaluated from the object-space position so its edges stay sharp at any
@@ -129,14 +130,12 @@ def render_specs(
         specs = list(specs) * B
     else:
         verts, faces = _batched_geometry(specs, detail)
-    z_range = torch.tensor([[float(spec_mesh(s, detail).vertices[:, 2].min()), float(spec_mesh(s, detail).vertices[:, 2].max())]
-                            for s in specs])
+    heights = [spec_mesh(s, detail).vertices[:, 2] for s in specs]
+    z_range = torch.tensor([[float(z.min()), float(z.max())] for z in heights])
     with torch.no_grad():
         rast = rasterize(verts, faces, hi)
         normals = vertex_normals(verts, faces)
-        attrs = interpolate(torch.cat([verts.expand(B, -1, -1) if verts.ndim == 2 else verts,
-                                       normals.expand(B, -1, -1) if normals.ndim == 2 else normals], -1),
-                            rast, dense=False)
+        attrs = interpolate(torch.cat([verts, normals], -1), rast, dense=False)  # [N,6] at covered pixels
         sample = rast.batch
         pos, normal = attrs[:, :3], attrs[:, 3:]
         base = torch.tensor([s.rgb for s in specs])[sample]
