@@ -12,8 +12,9 @@ tile's list is cut into chunks of `chunk` Gaussians; step l composites the l-th 
 every still-active tile at once as [tiles, pixels, chunk] tensors, carrying per-pixel
 transmittance and a done flag, so memory follows the pair count, not pixels x Gaussians.
 The backward pass (a hand-written one; autograd through cumprod is slow and keeps every
-intermediate) walks the chunks back to front, recomputing alphas, with the suffix sum
-sum_{j>i} w_j (c_j . g) carried per pixel, as gsplat's backward kernel does.
+intermediate) walks the chunks back to front from the saved exp(-power) (pairs x tile
+pixels floats), with the suffix sum sum_{j>i} w_j (c_j . g) carried per pixel, as
+gsplat's backward kernel does.
 """
 
 from __future__ import annotations
