@@ -19,8 +19,8 @@ W, H = 40, 30  # not multiples of 16: edge tiles are partly outside the image
 
 def make_scene(n=300, n_cams=2, dtype=torch.float64, sh_degree=None, per_camera_colors=False, seed=0,
                device="cpu"):
-    """Gaussians in the unit ball, overlapping enough that pixels saturate, plus a few that are
-    behind camera 0, near its centre plane, or far off-screen. Leaves require grad."""
+    """Gaussians in the unit ball, overlapping enough that pixels saturate, some opaque, plus a few
+    that are behind camera 0, near its centre plane, or far off-screen. Leaves require grad."""
     g = torch.Generator().manual_seed(seed)
     cams = orbit_cameras(n_cams, elevation_deg=20, radius=2.5, width=W, height=H)
     means = torch.rand(n, 3, generator=g) * 2 - 1
@@ -34,6 +34,7 @@ def make_scene(n=300, n_cams=2, dtype=torch.float64, sh_degree=None, per_camera_
         "means": means, "quats": torch.randn(n, 4, generator=g) * 2, "scales": scales,
         "opacities": 0.2 + 0.8 * torch.rand(n, generator=g),
     }
+    params["opacities"][8:20] = 1.0  # opaque: alpha clamps at 0.999 near their centres
     C = n_cams
     if sh_degree is None:
         shape = (C, n, 3) if per_camera_colors else (n, 3)
