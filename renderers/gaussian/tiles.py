@@ -114,8 +114,9 @@ def composite_tiles(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: 
     Returns colours [C,H,W,D], alphas [C,H,W,1] and meta entries describing the tiling.
     """
     isect = intersect_tiles(means2d, radii, depths, width, height, tile_size)
-    render_colors, render_alphas = _CompositeTiles.apply(
-        means2d, conics, opacities, colors, backgrounds, isect, width, height, chunk)
+    inputs = (means2d, conics, opacities, colors, backgrounds)
+    differentiable = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    render_colors, render_alphas = _CompositeTiles.apply(*inputs, isect, width, height, chunk, differentiable)
     meta = {
         "tile_width": isect.tile_width, "tile_height": isect.tile_height,
         "tiles_per_gauss": isect.tiles_per_gauss, "flatten_ids": isect.flatten_ids,
@@ -249,7 +250,7 @@ def _tiles_per_step(chunk: int, P: int) -> int:
 
 class _CompositeTiles(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, backgrounds, isect, width, height, chunk):
+    def forward(ctx, means2d, conics, opacities, colors, backgrounds, isect, width, height, chunk, differentiable):
         C, N = opacities.shape
         D = colors.shape[-1]
         dtype, device = means2d.dtype, means2d.device
@@ -275,8 +276,8 @@ class _CompositeTiles(torch.autograd.Function):
                 *_, w, T_end, done_end = _transmittance(alpha, T0, done0, ws)
                 acc[tiles] += torch.bmm(w, col[gid])
                 T_final[tiles], done[tiles] = T_end, done_end
-                # vis is kept (pairs x pixels floats) so the backward pass skips the exp.
-                records.append((tiles, start, T0, done0, vis))
+                if differentiable:  # vis (pairs x pixels floats) is kept so the backward pass skips the exp
+                    records.append((tiles, start, T0, done0, vis))
                 still.append(tiles[~done_end.all(dim=-1)])
             start += chunk
             level_tiles = torch.cat(still)
@@ -352,4 +353,4 @@ class _CompositeTiles(torch.autograd.Function):
             ], dim=-1).flatten(0, 1))
 
         return (grad_m2.view(C, N, 2), grad_con.view(C, N, 3), grad_op.view(C, N), grad_col.view(C, N, D),
-                grad_bg, None, None, None, None)
+                grad_bg, None, None, None, None, None)
