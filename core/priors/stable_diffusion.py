@@ -9,6 +9,8 @@ adapters switched off for the teacher); Zero123 reuses it with image conditionin
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -227,10 +229,34 @@ class StableDiffusionPrior(LatentDiffusionPrior):
         self._setup(source, SD_LAYOUT)
         self._text_cache: dict[str, Tensor] = {}
 
+    def check_vocabulary(self, prompt: str) -> None:
+        """Raise ValueError naming the words of `prompt` the tokenizer maps to its unknown token.
+
+        CLIP's byte-level tokenizers never do; a closed-vocabulary tokenizer (the built-in
+        prior's) does for every word it was not trained on, which would otherwise be read
+        silently as "something".
+        """
+        unk = self.tokenizer.unk_token_id
+        if unk is None or not prompt:
+            return
+        words = dict.fromkeys(re.findall(r"\w+|[^\w\s]+", prompt))
+        unknown = [w for w in words if unk in self.tokenizer(w, add_special_tokens=False).input_ids]
+        if not unknown:
+            return
+        vocab = sorted(w for w in self.tokenizer.get_vocab() if w not in self.tokenizer.all_special_tokens)
+        known = f" It knows: {' '.join(vocab)}." if len(vocab) <= 200 else ""
+        raise ValueError(
+            f"prompt {prompt!r} has words this prior does not know: {', '.join(map(repr, unknown))}.{known} "
+            f"For other prompts use a real checkpoint: prior.model=stabilityai/stable-diffusion-2-1-base "
+            f"or any Stable Diffusion folder.")
+
     @torch.no_grad()
     def text_embeddings(self, prompts: list[str]) -> Tensor:
-        """[B,L,D] CLIP text embeddings (last hidden state), cached per prompt string."""
+        """[B,L,D] CLIP text embeddings (last hidden state), cached per prompt string.
+        A prompt with words the tokenizer does not know is a ValueError (check_vocabulary)."""
         new = sorted({p for p in prompts if p not in self._text_cache})
+        for prompt in new:
+            self.check_vocabulary(prompt)
         if new:
             max_length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
             tokens = self.tokenizer(new, padding="max_length", max_length=max_length, truncation=True,

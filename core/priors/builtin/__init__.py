@@ -1,0 +1,11 @@
+"""The built-in priors: tiny diffusion models trained on the procedural world, shipped with
+the code so `scorelift generate "a red cube"` runs on a laptop with no download.
+
+    text/           Stable-Diffusion-format folder (text + camera conditioning), loaded by
+                    core.priors.load(PriorConfig(model=TEXT_PRIOR)) like any SD checkpoint
+    text_model.py   its architecture; train.py trains it; evaluate.py measures it
+"""
+
+from pathlib import Path
+
+TEXT_PRIOR = Path(__file__).with_name("text")

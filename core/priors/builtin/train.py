@@ -1,0 +1,531 @@
+"""Training the built-in text-and-camera prior on the procedural world.
+
+    python -m core.priors.builtin.train text --out core/priors/builtin/text --minutes 45
+
+Three phases, each resumable from checkpoints in the cache folder (never committed):
+
+1. render: procedural objects (seeds PRIOR_SEED_START + i) into a cache of uint8 shards.
+   Rendering costs ~16 ms an image on one thread, as much as a UNet step on a whole batch
+   would allow, so images are rendered once and reused rather than rendered per step.
+2. vae: a small AutoencoderKL (32 px -> 16x16x4), reconstruction + tiny KL.
+3. unet: text encoder + UNet trained jointly on the VAE's latents, v-prediction with Min-SNR
+   weighting, caption dropout for classifier-free guidance, EMA weights.
+4. decoder: the VAE decoder alone, sharpened on the frozen encoder's latents.
+
+The output folder is a Stable-Diffusion-format repo loaded by `core.priors.load` as is.
+One CPU thread throughout: two busy processes with two threads each ran 20-30x slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
+
+SHARD = 1024
+
+
+# -- phase 1: the image cache ---------------------------------------------------------------
+
+
+def _world_key(cfg: ProceduralWorldConfig) -> str:
+    from core.config import to_dict
+
+    return hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | None = None,
+                 first_seed: int = PRIOR_SEED_START, progress: bool = True) -> list[Path]:
+    """Render objects first_seed.. first_seed+n_images-1 into shards of SHARD images (missing
+    shards only) and return the shard paths. A shard holds images uint8 [n,3,H,W],
+    cameras [n,4] (elevation, azimuth, radius, fov_y in degrees), captions, colour/shape labels.
+    """
+    from tqdm import tqdm
+
+    world = world or ProceduralWorld()
+    root = Path(cache_dir) / f"world_{_world_key(world.cfg)}"
+    root.mkdir(parents=True, exist_ok=True)
+    paths = [root / f"shard_{first_seed + i}.pt" for i in range(0, n_images, SHARD)]
+    todo = [p for p in paths if not p.is_file()]
+    for path in tqdm(todo, desc="rendering shards", disable=not progress):
+        start = int(path.stem.split("_")[1])
+        images, cams, captions, colors, shapes = [], [], [], [], []
+        for s in range(start, start + SHARD, 256):
+            b = world.sample(s, 256)
+            images.append((b.images * 255).round().to(torch.uint8))
+            cams.append(torch.stack([b.elevation, b.azimuth, b.radius, b.fov], -1))
+            captions += b.captions
+            colors.append(b.labels["color"])
+            shapes.append(b.labels["shape"])
+        tmp = path.with_suffix(".tmp")
+        torch.save({"images": torch.cat(images), "cameras": torch.cat(cams), "captions": captions,
+                    "color": torch.cat(colors), "shape": torch.cat(shapes)}, tmp)
+        tmp.rename(path)  # a shard appears whole or not at all
+    return paths
+
+
+def load_cache(paths: list[Path]) -> dict:
+    """All shards concatenated: images uint8 [N,3,H,W], cameras [N,4], captions (N), color/shape [N]."""
+    parts = [torch.load(p) for p in paths]
+    return {"images": torch.cat([p["images"] for p in parts]), "cameras": torch.cat([p["cameras"] for p in parts]),
+            "captions": [c for p in parts for c in p["captions"]],
+            "color": torch.cat([p["color"] for p in parts]), "shape": torch.cat([p["shape"] for p in parts])}
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({**state, "rng": _rng_state()}, tmp)
+    tmp.replace(path)  # a checkpoint is replaced whole: a kill mid-write keeps the previous one
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    _set_rng_state(state["rng"])
+    return state
+
+
+@dataclass
+class TrainConfig:
+    """Phase budgets and optimiser settings. `unet_steps` None: as many steps as fit in
+    `unet_minutes`, fixed after 20 timed steps and stored in the checkpoint (so a resumed run
+    keeps its schedule); pass steps to reproduce a run exactly."""
+
+    images: int = 32 * SHARD
+    vae_minutes: float = 7.0
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    vae_kl_weight: float = 1e-4
+    decoder_minutes: float = 8.0
+    unet_minutes: float = 40.0
+    unet_steps: int | None = None
+    batch: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    min_snr_gamma: float = 5.0
+    p_drop_caption: float = 0.1
+    p_view_suffix: float = 0.8
+    ema_decay: float = 0.997
+    checkpoint_minutes: float = 3.0
+    seed: int = 0
+    model: dict = field(default_factory=dict)
+
+
+# -- phase 2: VAE -----------------------------------------------------------------------------
+
+
+def train_vae(work: Path, images: Tensor, cfg: TrainConfig, mcfg, progress: bool = True):
+    """Train (or resume) the AutoencoderKL on uint8 images [N,3,32,32] for `cfg.vae_minutes`
+    of wall time; returns the VAE with `scaling_factor` set to 1/std of the latents."""
+    from tqdm import tqdm
+
+    from core.priors.builtin.text_model import build_vae
+
+    ckpt = work / "vae.pt"
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(mcfg)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    g = torch.Generator().manual_seed(cfg.seed)
+    state = _load_checkpoint(ckpt)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        step, elapsed = state["step"], state["elapsed"]
+    log = (work / "vae_loss.jsonl").open("a")
+    bar = tqdm(desc="vae", initial=step, disable=not progress)
+    t0, last_ckpt = time.time() - elapsed, time.time()
+    while not state or not state.get("done"):
+        if time.time() - t0 > cfg.vae_minutes * 60:
+            break
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g)
+        x = images[idx].float() / 127.5 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        mse = F.mse_loss(recon, x)
+        kl = 0.5 * (posterior.mean ** 2 + posterior.var - 1 - posterior.logvar).mean()
+        loss = mse + (recon - x).abs().mean() + cfg.vae_kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update()
+        if step % 10 == 0:
+            bar.set_postfix(mse=f"{mse.item():.4f}")
+            log.write(json.dumps({"step": step, "mse": mse.item(), "kl": kl.item(),
+                                  "seconds": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                                    "step": step, "elapsed": time.time() - t0})
+            last_ckpt = time.time()
+    vae.eval()
+    with torch.no_grad():
+        mean = vae.encode(images[:1024].float() / 127.5 - 1).latent_dist.mean
+    vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
+    _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                            "step": step, "elapsed": time.time() - t0, "done": True,
+                            "scaling_factor": vae.config.scaling_factor})
+    return vae
+
+
+def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Tensor, cfg: TrainConfig,
+                     progress: bool = True):
+    """Train the VAE decoder alone on the frozen encoder's latents for `cfg.decoder_minutes`.
+
+    The encoder (and so every latent the UNet learnt) stays as it is, so this can follow the
+    UNet phase and only sharpens what samples decode to; the short first VAE phase leaves
+    blurry edges, and edges are what tell a cone from a pyramid at 32 px.
+    """
+    from tqdm import tqdm
+
+    ckpt = work / "decoder.pt"
+    decoder = [vae.post_quant_conv, vae.decoder]
+    params = [p for m in decoder for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.vae_lr / 2)
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+    state = _load_checkpoint(ckpt)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        step, elapsed = state["step"], state["elapsed"]
+    mean, std = latents
+    log = (work / "decoder_loss.jsonl").open("a")
+    bar = tqdm(desc="decoder", initial=step, disable=not progress)
+    t0, last_ckpt = time.time() - elapsed, time.time()
+    vae.decoder.train()
+    while not (state and state.get("done")) and time.time() - t0 < cfg.decoder_minutes * 60:
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=g)
+        x = images[idx].float() / 127.5 - 1
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
+        recon = vae.decode(z).sample
+        mse = F.mse_loss(recon, x)
+        loss = mse + (recon - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update()
+        if step % 10 == 0:
+            bar.set_postfix(mse=f"{mse.item():.4f}")
+            log.write(json.dumps({"step": step, "mse": mse.item(), "seconds": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                                    "step": step, "elapsed": time.time() - t0})
+            last_ckpt = time.time()
+    _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                            "step": step, "elapsed": time.time() - t0, "done": True})
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_latents(vae, images: Tensor, batch: int = 256) -> tuple[Tensor, Tensor]:
+    """Posterior mean and std of uint8 images [N,3,H,W] -> each [N,C,h,w], unscaled."""
+    means, stds = [], []
+    for i in range(0, len(images), batch):
+        post = vae.encode(images[i:i + batch].float() / 127.5 - 1).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+# -- phase 3: text encoder + UNet ----------------------------------------------------------------
+
+
+class CaptionSampler:
+    """Training prompts as the prior will see them: the world's caption (colour, shape and
+    material words already dropped at random by the world), plus the prior's view suffix for
+    the camera with probability p_view_suffix, or "" with probability p_drop_caption (the
+    unconditional prompt of classifier-free guidance: `condition` encodes negative_prompt "")."""
+
+    def __init__(self, captions: list[str], cameras: Tensor, tokenizer, max_tokens: int, cfg: TrainConfig):
+        from core.priors import PriorConfig
+        from core.priors.stable_diffusion import view_names
+
+        pc = PriorConfig()
+        names = view_names(cameras[:, 0], cameras[:, 1], pc.front_azimuth_deg, pc.back_azimuth_deg,
+                           pc.overhead_elevation_deg)
+        self.captions, self.suffixes = captions, [pc.view_suffixes[n] for n in names]
+        self.tokenizer, self.max_tokens, self.cfg = tokenizer, max_tokens, cfg
+        self._ids: dict[str, Tensor] = {}
+
+    def prompt(self, i: int, u: float) -> str:
+        if u < self.cfg.p_drop_caption:
+            return ""
+        if u < self.cfg.p_drop_caption + (1 - self.cfg.p_drop_caption) * self.cfg.p_view_suffix:
+            return self.captions[i] + self.suffixes[i]
+        return self.captions[i]
+
+    def token_ids(self, prompts: list[str]) -> Tensor:
+        """[B,max_tokens] ids, tokenised exactly as StableDiffusionPrior.text_embeddings does."""
+        new = [p for p in set(prompts) if p not in self._ids]
+        if new:
+            ids = self.tokenizer(new, padding="max_length", max_length=self.max_tokens, truncation=True,
+                                 return_tensors="pt").input_ids
+            self._ids.update(zip(new, ids))
+        return torch.stack([self._ids[p] for p in prompts])
+
+
+def v_target(x0: Tensor, noise: Tensor, a: Tensor) -> Tensor:
+    # Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def min_snr_weight(a: Tensor, gamma: float) -> Tensor:
+    # Hang et al. 2023 (Min-SNR), for a v-prediction loss: min(SNR, gamma) / (SNR + 1)
+    snr = a / (1 - a)
+    return snr.clamp(max=gamma) / (snr + 1)
+
+
+def _lr(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, flat, cosine decay to 10% over the last 40% of the steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    start = int(0.6 * total)
+    if step < start:
+        return cfg.lr
+    frac = min(1.0, (step - start) / max(1, total - start))
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+
+
+def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer, cfg: TrainConfig, mcfg,
+               scaling_factor: float, progress: bool = True):
+    """Train (or resume) text encoder + UNet on latents (mean, std) [N,C,h,w] with the cache's
+    captions and cameras. Returns the EMA (text_encoder, unet) in eval mode."""
+    import copy
+
+    from tqdm import tqdm
+
+    from core.priors.builtin.text_model import build_scheduler, build_text_encoder, build_unet
+    from core.priors.stable_diffusion import camera_features
+
+    world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
+    el, az, radius, fov = data["cameras"].unbind(-1)
+    from core.cameras import spherical_cameras
+
+    cams = spherical_cameras(el, az, radius, fov, world.cfg.resolution, world.cfg.resolution)
+    camera = camera_features(cams, mcfg.camera_dim)  # [N,k], the layout the prior computes
+    captions = CaptionSampler(data["captions"], data["cameras"], tokenizer, mcfg.max_tokens, cfg)
+    alphas_cumprod = build_scheduler(mcfg).alphas_cumprod.float()
+    mean, std = latents
+
+    torch.manual_seed(cfg.seed + 1)
+    text_encoder, unet = build_text_encoder(mcfg, len(tokenizer)), build_unet(mcfg)
+    params = list(text_encoder.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ema_te, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
+    ema_params = list(ema_te.parameters()) + list(ema_unet.parameters())
+    g = torch.Generator().manual_seed(cfg.seed + 2)
+    ckpt = work / "unet.pt"
+    state = _load_checkpoint(ckpt)
+    step, elapsed, total = 0, 0.0, cfg.unet_steps
+    if state is not None:
+        text_encoder.load_state_dict(state["text_encoder"])
+        unet.load_state_dict(state["unet"])
+        ema_te.load_state_dict(state["ema_text_encoder"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        step, elapsed, total = state["step"], state["elapsed"], state["total"]
+
+    def checkpoint():
+        _save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
+                                "ema_text_encoder": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
+                                "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
+                                "elapsed": time.time() - t0, "total": total})
+
+    log = (work / "unet_loss.jsonl").open("a")
+    bar = tqdm(desc="unet", initial=step, total=total, disable=not progress)
+    t0, last_ckpt, window = time.time() - elapsed, time.time(), []
+    text_encoder.train()
+    unet.train()
+    while total is None or step < total:
+        idx = torch.randint(len(mean), (cfg.batch,), generator=g)
+        x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling_factor
+        u = torch.rand(cfg.batch, generator=g).tolist()
+        ids = captions.token_ids([captions.prompt(int(i), ui) for i, ui in zip(idx, u)])
+        t = torch.randint(0, len(alphas_cumprod), (cfg.batch,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        out = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0], class_labels=camera[idx]).sample
+        per_sample = ((out - v_target(x0, noise, a)) ** 2).mean(dim=(1, 2, 3))
+        loss = (min_snr_weight(a.flatten(), cfg.min_snr_gamma) * per_sample).mean()
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, total or 10**9, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        step += 1
+        bar.update()
+        window.append(loss.item())
+        if step == 20 and total is None:
+            # fix the schedule's length from the measured step time (stored in checkpoints)
+            per_step = (time.time() - t0) / 20
+            total = max(step + 1, int(cfg.unet_minutes * 60 / per_step))
+            bar.total = total
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(window):.4f}")
+            log.write(json.dumps({"step": step, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"],
+                                  "seconds": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+            window = []
+        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    return ema_te.eval(), ema_unet.eval()
+
+
+def save_prior(out: Path, tokenizer, text_encoder, vae, unet, mcfg, fp16: bool = True) -> Path:
+    """Write the Stable-Diffusion-format folder (safetensors; weights in fp16 to halve the size)."""
+    import copy
+
+    from core.priors.builtin.text_model import build_scheduler
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out / "tokenizer")
+    for name, module in (("text_encoder", text_encoder), ("vae", vae), ("unet", unet)):
+        module = copy.deepcopy(module)
+        (module.half() if fp16 else module).save_pretrained(out / name, safe_serialization=True)
+    build_scheduler(mcfg).save_pretrained(out / "scheduler")
+    import diffusers
+
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "scheduler": ["diffusers", "DDPMScheduler"]}
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: int | None = None, seed: int = 0,
+                     resume: bool = True, cache_dir: str | Path = "/tmp/scorelift-cache",
+                     cfg: TrainConfig | None = None, progress: bool = True) -> Path:
+    """Render, train the VAE, then text encoder + UNet; save the EMA weights to `out_dir`.
+
+    minutes: wall-time budget of the UNet phase (the VAE phase takes cfg.vae_minutes more);
+    steps: a fixed number of UNet steps instead (exactly reproducible from `seed`).
+    Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>/`, outside the
+    repository; with resume=False they are deleted first.
+    """
+    from core.priors.builtin.text_model import TextPriorConfig, build_tokenizer
+
+    torch.set_num_threads(1)
+    cfg = cfg or TrainConfig()
+    cfg.seed = seed
+    if minutes is not None:
+        cfg.unet_minutes = minutes
+    if steps is not None:
+        cfg.unet_steps = steps
+    out = Path(out_dir)
+    work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
+    if not resume and work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    mcfg = TextPriorConfig(**cfg.model)
+    world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
+    data = load_cache(render_cache(cache_dir, cfg.images, world, progress=progress))
+    vae = train_vae(work, data["images"], cfg, mcfg, progress)
+    latents = encode_latents(vae, data["images"])
+    tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
+    text_encoder, unet = train_unet(work, latents, data, tokenizer, cfg, mcfg, vae.config.scaling_factor, progress)
+    vae = finetune_decoder(work, vae, latents, data["images"], cfg, progress)
+    return save_prior(out, tokenizer, text_encoder, vae, unet, mcfg)
+
+
+def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path = "/tmp/scorelift-cache",
+                      cfg: TrainConfig | None = None) -> Path:
+    """Save the EMA weights of the latest checkpoints of a run (finished or not) to `out_dir`."""
+    from core.priors.builtin.text_model import (TextPriorConfig, build_text_encoder, build_tokenizer, build_unet,
+                                                build_vae)
+
+    out = Path(out_dir)
+    work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
+    mcfg = TextPriorConfig(**(cfg or TrainConfig()).model)
+    vae_state = torch.load(work / "vae.pt", weights_only=False)
+    if not vae_state.get("done"):
+        raise RuntimeError(f"the VAE of {work} is still training; export once the UNet phase has begun")
+    vae = build_vae(mcfg)
+    vae.load_state_dict(vae_state["model"])
+    if (work / "decoder.pt").is_file():  # the decoder fine-tuned after the UNet phase
+        vae.load_state_dict(torch.load(work / "decoder.pt", weights_only=False)["model"])
+    scaling_factor = vae_state.get("scaling_factor")
+    if scaling_factor is None:  # checkpoints written before it was stored: recompute as train_vae did
+        world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
+        images = load_cache(render_cache(cache_dir, SHARD, world, progress=False))["images"]
+        with torch.no_grad():
+            scaling_factor = float(1.0 / vae.encode(images.float() / 127.5 - 1).latent_dist.mean.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
+    state = torch.load(work / "unet.pt", weights_only=False)
+    text_encoder, unet = build_text_encoder(mcfg, len(tokenizer)), build_unet(mcfg)
+    text_encoder.load_state_dict(state["ema_text_encoder"])
+    unet.load_state_dict(state["ema_unet"])
+    print(f"exporting step {state['step']} of {state['total']}")
+    return save_prior(out, tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), mcfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train the built-in procedural-world prior.")
+    p.add_argument("what", choices=["text", "render", "export"])
+    p.add_argument("--out", default="core/priors/builtin/text")
+    p.add_argument("--cache-dir", default="/tmp/scorelift-cache")
+    p.add_argument("--images", type=int, default=32 * SHARD)
+    p.add_argument("--minutes", type=float, default=40.0, help="wall time of the UNet phase")
+    p.add_argument("--steps", type=int, default=None, help="fixed UNet steps instead of --minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="delete checkpoints and start over")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.what == "render":
+        render_cache(a.cache_dir, a.images)
+        return
+    if a.what == "export":
+        print(export_checkpoint(a.out, a.seed, a.cache_dir))
+        return
+    t0 = time.time()
+    out = train_text_prior(a.out, a.minutes, a.steps, a.seed, not a.no_resume, a.cache_dir,
+                           TrainConfig(images=a.images))
+    print(f"saved {out} after {(time.time() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
