@@ -83,11 +83,12 @@ def pick_device(name: str):
 
 def add_render_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "render", help="render a Gaussian splat file (.ply/.splat) to PNGs and a turntable video",
-        description="Render a 3DGS .ply or .splat file on an orbit around the origin (PNGs + turntable.mp4) "
-                    "or from the cameras of a NeRF-synthetic transforms.json (PNGs named after each frame).",
+        "render", help="render an asset or run folder (splats, mesh, NeRF) to PNGs and a turntable video",
+        description="Render an asset (3DGS .ply or .splat, mesh .glb/.obj/.ply, NeRF or DMTet .pt) or a run "
+                    "folder's model on an orbit around the origin (PNGs + turntable.mp4) or from the cameras of "
+                    "a NeRF-synthetic transforms.json (PNGs named after each frame).",
     )
-    p.add_argument("scene", type=Path, help="Gaussian splat file: standard 3DGS .ply or antimatter15 .splat")
+    p.add_argument("scene", type=Path, help="asset file (.ply, .splat, .glb, .obj, .pt) or run folder")
     p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     views = p.add_mutually_exclusive_group()
     views.add_argument("--orbit", type=positive_int, default=None, metavar="N",
@@ -122,8 +123,6 @@ def run_render(args: argparse.Namespace) -> int:
 
     from core.cameras import load_nerf_synthetic, orbit_cameras
     from core.export.video import turntable
-    from renderers.gaussian.ply import SplatFormatError
-    from renderers.gaussian.scene import GaussianScene
 
     if not 0 < args.fov < 180:
         raise CLIError(f"--fov must be in (0, 180) degrees, got {args.fov}")
@@ -132,10 +131,7 @@ def run_render(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} is a file; give a folder")
     device = pick_device(args.device)
-    try:
-        scene = GaussianScene.load(args.scene)
-    except (FileNotFoundError, SplatFormatError) as e:
-        raise CLIError(str(e)) from None
+    scene = load_asset(args.scene)
     scene.to(device).eval()
 
     if args.cameras is not None:
@@ -155,6 +151,71 @@ def run_render(args: argparse.Namespace) -> int:
                            chunk=args.chunk, video_name=video, fps=args.fps)
     print(f"wrote {len(result.frames)} frames ({cameras.width}x{cameras.height}) to {args.out}"
           + (f" and {result.video}" if result.video else ""))
+    return 0
+
+
+def load_asset(path: Path):
+    """load_scene with the user's mistakes (missing, unreadable or unknown files) as CLIError."""
+    from core.export.assets import AssetError, load_scene
+    from renderers.gaussian.ply import SplatFormatError
+
+    try:
+        return load_scene(path)
+    except (FileNotFoundError, SplatFormatError, AssetError) as e:
+        raise CLIError(str(e)) from None
+
+
+# --- scorelift export ---------------------------------------------------------------------------
+
+def add_export_command(subparsers) -> None:
+    from core.export.assets import FORMATS
+
+    p = subparsers.add_parser(
+        "export", help="convert an asset or run folder to glb, obj, ply or splat",
+        description="Write a run's model or an asset as glb/obj (a mesh with a baked texture: Gaussians and "
+                    "NeRFs are meshed first), ply (splats stay splats, other sources become a vertex-coloured "
+                    "mesh) or splat (Gaussians only).",
+    )
+    p.add_argument("asset", type=Path, help="asset file (.ply, .splat, .glb, .obj, .pt) or run folder")
+    p.add_argument("--format", choices=FORMATS, required=True, help="output format")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output file (default: beside the model file, named after it)")
+    p.add_argument("--resolution", type=positive_int, default=128,
+                   help="iso-surface grid nodes along the object's longest side (default 128)")
+    p.add_argument("--texture-size", type=image_size, default=1024, help="baked texture side (default 1024)")
+    p.add_argument("--faces", type=positive_int, default=None,
+                   help="decimate extracted meshes to at most this many faces (default: keep all)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from core.export.assets import AssetError, ExportOptions, export_scene, resolve_asset
+
+    if args.resolution < 8:
+        raise CLIError(f"--resolution must be at least 8, got {args.resolution}")
+    if args.texture_size < 8:
+        raise CLIError(f"--texture-size must be at least 8, got {args.texture_size}")
+    if args.faces is not None and args.faces < 4:
+        raise CLIError(f"--faces must be at least 4, got {args.faces}")
+    scene = load_asset(args.asset)
+    scene.to(pick_device(args.device)).eval()
+    source = resolve_asset(args.asset)  # the model file itself, also for a run folder
+    out = args.out or source.with_suffix(f".{args.format}")
+    if args.out is None and out.exists():  # a default name never replaces a file (e.g. the model itself)
+        raise CLIError(f"{out} exists; pass --out to choose the output file")
+    if out.suffix.lower() != f".{args.format}":
+        out = out.with_name(out.name + f".{args.format}")
+    if out.exists() and out.resolve() == source.resolve():
+        raise CLIError(f"--out {out} is the input itself; choose another path")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder; give a file path")
+    options = ExportOptions(resolution=args.resolution, texture_size=args.texture_size, target_faces=args.faces)
+    try:
+        written = export_scene(scene, out, args.format, options)
+    except AssetError as e:
+        raise CLIError(str(e)) from None
+    print(f"wrote {written}")
     return 0
 
 
@@ -224,7 +285,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 # --- entry point --------------------------------------------------------------------------------
 
 # Subcommands in --help order.
-COMMANDS: list[Callable] = [add_reconstruct_command, add_render_command]
+COMMANDS: list[Callable] = [add_reconstruct_command, add_render_command, add_export_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

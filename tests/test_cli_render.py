@@ -97,7 +97,7 @@ def test_render_cameras_file_of_a_hand_written_ply(hand_written_ply, tmp_path):
 
 @pytest.mark.parametrize("make_input, args, message", [
     (lambda d: d / "missing.ply", [], "not found"),
-    (lambda d: _mesh_ply(d), [], "not a Gaussian splat"),
+    (lambda d: _points_ply(d), [], "not a Gaussian splat"),
     (lambda d: _text_file(d), [], "not a .ply file"),
     (lambda d: _project(d), ["--width", "0"], "not an image size"),
     (lambda d: _project(d), ["--height", "big"], "not a whole number"),
@@ -115,11 +115,12 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, make_input, args,
     assert not (tmp_path / "out" / "turntable.mp4").exists()
 
 
-def _mesh_ply(d):
+def _points_ply(d):
+    """A .ply that is neither splats nor a mesh (a mesh .ply renders, see tests/test_export_cli.py)."""
     import trimesh
 
-    trimesh.creation.icosphere(subdivisions=1).export(d / "mesh.ply")
-    return d / "mesh.ply"
+    trimesh.PointCloud(np.random.default_rng(0).random((10, 3))).export(d / "points.ply")
+    return d / "points.ply"
 
 
 def _text_file(d):
