@@ -45,6 +45,7 @@ class ReconstructConfig:
     preview_every: int = 100
     checkpoint_every: int = 100
     turntable_frames: int = 24
+    turntable_size: int = 256
     turntable_elevation: float = 20.0
     turntable_radius: float = 2.6
     turntable_fov: float = 40.0
@@ -110,7 +111,7 @@ def reconstruct(cfg: ReconstructConfig, out_dir: str | Path, callbacks: Callback
                   checkpoint_every=cfg.checkpoint_every)
     run_stage(stage, folder, callbacks)
     return export_gaussians(scene, folder.path, cfg.turntable_frames, cfg.turntable_elevation,
-                            cfg.turntable_radius, cfg.turntable_fov, dataset.cameras.width, dataset.cameras.height)
+                            cfg.turntable_radius, cfg.turntable_fov, cfg.turntable_size, cfg.turntable_size)
 
 
 def export_gaussians(scene: GaussianScene, out: Path, frames: int, elevation: float, radius: float, fov: float,
