@@ -381,3 +381,11 @@ def test_module_estimators():
     assert depth.shape == (2, 1, 8, 8)
     with pytest.raises(ValueError, match=r"\[B,1,H,W\]"):
         load_depth_estimator(torch.nn.Conv2d(3, 2, 1)).predict(torch.rand(1, 3, 8, 8))
+
+
+def test_unknown_builtin_prior_names_what_is_shipped():
+    from core.priors import PriorConfig, load
+    from core.priors.loading import PriorLoadError
+
+    with pytest.raises(PriorLoadError, match=r"no built-in prior 'nope'.*train-prior nope"):
+        load(PriorConfig(model="builtin:nope"))

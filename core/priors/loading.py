@@ -28,6 +28,20 @@ class PriorLoadError(ValueError):
     """A checkpoint that cannot be loaded; the message names the source and what was expected."""
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_path(name: str) -> Path:
+    """The folder of a prior shipped inside the package ('text', 'zero123')."""
+    folder = Path(__file__).parent / "builtin" / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.startswith("_")) \
+            if folder.parent.is_dir() else []
+        raise PriorLoadError(f"no built-in prior '{name}' at {folder}; built-in priors here: "
+                             f"{', '.join(known) or 'none'} (train one with `scorelift train-prior {name}`)")
+    return folder
+
+
 def resolve_source(model: str, layout: str, required: Sequence[str], alternatives: Sequence[str] = ()) -> str:
     """`model` checked as a folder holding `required` subfolders (plus one of `alternatives`,
     when given), or passed through as a hub id. `layout` names the expected format in errors.
@@ -38,6 +52,8 @@ def resolve_source(model: str, layout: str, required: Sequence[str], alternative
                 + f", or a hub id; {NETWORK_HINT}")
     if not model or not str(model).strip():
         raise PriorLoadError(f"no model given (prior.model is empty): {expected}")
+    if str(model).startswith(BUILTIN_PREFIX):
+        model = str(builtin_path(str(model)[len(BUILTIN_PREFIX):]))
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
