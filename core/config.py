@@ -158,14 +158,29 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         parts, value = parse_override(text)
         node = out
         for part in parts[:-1]:
+            if isinstance(node, list):
+                node = _list_item(node, part, text)
+                continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
             node = child
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            index = int(parts[-1]) if parts[-1].isdigit() else None
+            _list_item(node, parts[-1], text)
+            node[index] = value
+        else:
+            node[parts[-1]] = value
     return out
+
+
+def _list_item(items: list, part: str, text: str):
+    """items[int(part)] for a list index in a dotted override ('stages.0.steps=4')."""
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"override '{text}': '{part}' must index the list (0..{len(items) - 1})")
+    return items[int(part)]
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -65,3 +65,12 @@ def test_optional_and_roundtrip():
 def test_missing_preset_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_list_items_are_overridden_by_index():
+    data = {"stages": [{"steps": 1}, {"steps": 2}]}
+    assert apply_overrides(data, ["stages.1.steps=5"]) == {"stages": [{"steps": 1}, {"steps": 5}]}
+    with pytest.raises(ConfigError, match="'2' must index the list"):
+        apply_overrides(data, ["stages.2.steps=5"])
+    with pytest.raises(ConfigError, match="'x' must index the list"):
+        apply_overrides(data, ["stages.x=5"])

@@ -15,15 +15,36 @@ def run_reconstruct_preset(name, tmp_path):
     return main(["reconstruct", str(tmp_path / "views"), "--config", name, "--out", str(tmp_path / "run"), *TWO_STEPS])
 
 
-RUNNERS = {"reconstruct": run_reconstruct_preset}
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
+    from core.priors.tiny import build_tiny_stable_diffusion
+
+    path = tmp_path_factory.mktemp("prior") / "tiny-sd"
+    build_tiny_stable_diffusion(path, sample_size=32, words=CAPTION_WORDS + VIEW_WORDS, class_embed_dim=16)
+    return str(path)
+
+
+def run_text_to_3d_preset(name, tmp_path, tiny_prior):
+    return main(["generate", "a red cube", "--config", name, "--out", str(tmp_path / "run"), "--steps", "2",
+                 f"prior.model={tiny_prior}", "turntable_frames=1", "turntable_size=16", "export=[ply]",
+                 "preview_every=1", "checkpoint_every=1"])
+
+
+RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_preset}
 
 
 @pytest.mark.parametrize("name", list_presets())
-def test_preset_runs_two_steps(name, tmp_path):
+def test_preset_runs_two_steps(name, tmp_path, request):
     kind = name.split("/")[0]
     assert kind in RUNNERS, f"preset {name}: no test runner for presets under configs/{kind}/"
-    assert RUNNERS[kind](name, tmp_path) == 0
-    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
+    runner = RUNNERS[kind]
+    extra = [request.getfixturevalue("tiny_prior")] if kind == "text_to_3d" else []
+    assert runner(name, tmp_path, *extra) == 0
+    from core.config import read_yaml, resolve_preset
+
+    n_stages = len(read_yaml(resolve_preset(name)).get("stages", [None]))
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2 * n_stages
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

@@ -1,0 +1,152 @@
+"""Text-to-3D: stages of score distillation from a text prior, as presets describe them
+(DreamGaussian-like Gaussians + SDS; DreamPolish-like field -> mesh -> polish -> texture).
+
+A pipeline only builds `Stage`s for the runner: scene, optimiser, camera batches and a
+loss made of the distillation objective and regularisers. Hand-offs between
+representations live in core/pipelines/handoff.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from core.cameras import CameraSamplerConfig, RandomCameraSampler, orbit_cameras
+from core.config import save_config
+from core.distill import ObjectiveConfig, build
+from core.priors import PriorConfig, load
+from core.regularisers import RegulariserConfig, regularise
+from core.runner import Batch, Callbacks, RunFolder, Stage, run_stage, seed_everything
+from renderers.gaussian.scene import GaussianConfig
+from renderers.mesh import DMTetSceneConfig, MeshSceneConfig
+from renderers.nerf import NerfConfig
+
+Representation = Literal["gaussian", "nerf", "dmtet", "mesh"]
+
+
+@dataclass
+class StageConfig:
+    """One stage. resolution: [[progress, size], ...] milestones (size from that progress on);
+    the camera sampler's width/height are the size before the first milestone."""
+
+    name: str = "coarse"
+    representation: Representation = "gaussian"
+    steps: int = 400
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    cameras: CameraSamplerConfig = field(default_factory=CameraSamplerConfig)
+    resolution: list[tuple[float, int]] = field(default_factory=list)
+    lr_scale: float = 1.0
+    regularisers: RegulariserConfig = field(default_factory=RegulariserConfig)
+
+    def size_at(self, progress: float) -> int:
+        size = self.cameras.width
+        for start, value in sorted(self.resolution):
+            if progress >= start:
+                size = value
+        return size
+
+
+@dataclass
+class TextTo3DConfig:
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    device: str = "auto"
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="builtin:text", view_dependent_prompt=False))
+    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
+    nerf: NerfConfig = field(default_factory=NerfConfig)
+    dmtet: DMTetSceneConfig = field(default_factory=DMTetSceneConfig)
+    mesh: MeshSceneConfig = field(default_factory=MeshSceneConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    export: list[Literal["ply", "splat", "glb", "obj"]] = field(default_factory=lambda: ["ply", "glb"])
+    preview_every: int = 50
+    checkpoint_every: int = 100
+    turntable_frames: int = 24
+    turntable_size: int = 128
+    turntable_elevation: float = 15.0
+    turntable_radius: float = 2.5
+    turntable_fov: float = 45.0
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+
+
+class CameraBatches:
+    """Random cameras per step at the stage's scheduled resolution (checkpointable)."""
+
+    def __init__(self, stage: StageConfig, seed: int, background: tuple[float, float, float]):
+        self.stage, self.background = stage, torch.tensor(background)
+        self.sampler = RandomCameraSampler(stage.cameras, seed)
+
+    def __call__(self, step: int) -> Batch:
+        progress = (step - 1) / max(1, self.stage.steps - 1)
+        size = self.stage.size_at(progress)
+        return Batch(self.sampler(step, size, size), self.background)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def distillation_loss(stage: StageConfig, scene, prior, objective, prompt: str, negative_prompt: str):
+    """The stage's loss: score distillation on the render + scheduled regularisers."""
+
+    def loss(out, batch: Batch, step: int, progress: float):
+        cond = prior.condition(prompt, negative_prompt, batch.cameras)
+        value, stats = objective(out, cond, progress, cameras=batch.cameras)
+        reg, reg_stats = regularise(stage.regularisers, scene, out, batch.cameras, progress)
+        stats.update(reg_stats)
+        stats["resolution"] = batch.cameras.width
+        return value + reg, stats
+
+    return loss
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | None = None,
+             prior=None) -> dict[str, Path]:
+    """Run every stage of `cfg` into `out_dir` (resuming finished/interrupted stages from their
+    checkpoints) and export the final representation. Returns the written paths."""
+    from core.pipelines.handoff import build_scene, export_final
+
+    if not cfg.prompt.strip():
+        raise ValueError("the prompt is empty: say what to generate, e.g. \"a red cube\"")
+    folder = RunFolder(out_dir)
+    save_config(cfg, folder.path / "config.yaml")
+    device = resolve_device(cfg.device)
+    prior = prior if prior is not None else load(cfg.prior)
+    scene = None
+    for index, stage_cfg in enumerate(cfg.stages):
+        seed_everything(cfg.seed + index)
+        scene = build_scene(cfg, stage_cfg.representation, scene, device)
+        groups = scene.param_groups()
+        for group in groups:
+            group["lr"] *= stage_cfg.lr_scale
+        optimizer = torch.optim.Adam(groups, eps=1e-15)
+        if hasattr(scene, "attach_optimizer"):
+            scene.attach_optimizer(optimizer)
+        objective = build(stage_cfg.objective, prior)
+        background = getattr(getattr(cfg, stage_cfg.representation), "background", (1.0, 1.0, 1.0))
+        batches = CameraBatches(stage_cfg, cfg.seed + index, background)
+        stage = Stage(stage_cfg.name, scene, stage_cfg.steps, batches,
+                      distillation_loss(stage_cfg, scene, prior, objective, cfg.prompt, cfg.negative_prompt),
+                      optimizer, stateful={"cameras": batches, "objective": objective},
+                      preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every)
+        run_stage(stage, folder, callbacks)
+    cams = orbit_cameras(cfg.turntable_frames, cfg.turntable_elevation, cfg.turntable_radius, cfg.turntable_fov,
+                         cfg.turntable_size, cfg.turntable_size) if cfg.turntable_frames else None
+    return export_final(scene, folder.path, cams, tuple(cfg.export))
