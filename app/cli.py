@@ -183,8 +183,8 @@ def add_export_command(subparsers) -> None:
     p.add_argument("--resolution", type=positive_int, default=128,
                    help="iso-surface grid nodes along the object's longest side (default 128)")
     p.add_argument("--texture-size", type=image_size, default=1024, help="baked texture side (default 1024)")
-    p.add_argument("--faces", type=positive_int, default=None,
-                   help="decimate extracted meshes to at most this many faces (default: keep all)")
+    p.add_argument("--faces", type=positive_int, default=50_000,
+                   help="decimate meshes extracted from splats or NeRFs to at most this many faces (default 50000)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=run_export)
 

@@ -71,14 +71,14 @@ def test_texel_surface_points_lie_on_the_mesh():
     assert ((normal * position / radius[:, None]).sum(-1) > 0.98).all()  # outward
 
 
-def test_dilate_fills_from_neighbours_ring_by_ring():
-    texture = torch.zeros(5, 7, 1)
-    valid = torch.zeros(5, 7, dtype=torch.bool)
+def test_dilate_fills_every_texel_from_the_nearest_valid_one():
+    texture = torch.zeros(5, 8, 1)
+    valid = torch.zeros(5, 8, dtype=torch.bool)
     texture[2, 1], valid[2, 1] = 1.0, True
-    texture[2, 5], valid[2, 5] = 3.0, True
-    out = dilate(texture, valid)
-    assert out[2, 0] == 1.0 and out[2, 6] == 3.0 and out[0, 3] == 2.0  # equidistant texel: the mean
-    assert (dilate(texture, valid, iterations=1)[0, 3] == 2.0)  # never reached in one ring: the mean
+    texture[2, 6], valid[2, 6] = 3.0, True
+    out = dilate(texture, valid)[..., 0]
+    assert (out[:, :4] == 1.0).all() and (out[:, 4:] == 3.0).all()
+    assert torch.equal(dilate(texture, torch.zeros_like(valid)), texture)  # nothing to spread
 
 
 def test_baked_texture_puts_each_colour_and_material_on_its_half(baked):

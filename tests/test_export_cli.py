@@ -49,6 +49,28 @@ def test_export_a_run_folder_to_glb_and_splat(run_folder, capsys):
     assert torch.allclose(splats.means, load_gaussians(run_folder / "model.ply").means)
 
 
+def test_export_a_nerf_checkpoint_to_a_coloured_mesh_ply(tmp_path):
+    nerf = NerfScene(NerfConfig(blob_density=50.0, blob_radius=0.4, n_samples=48))
+    checkpoint = nerf.export(tmp_path / "nerf.pt")
+    assert main(["export", str(checkpoint), "--format", "ply", "--resolution", "24"]) == 0
+    mesh = trimesh.load(tmp_path / "nerf.ply")
+    assert mesh.is_watertight and len(mesh.visual.vertex_colors) == len(mesh.vertices)
+    radius = np.linalg.norm(mesh.vertices, axis=1)
+    assert 0.25 < radius.mean() < 0.45  # the blob, not the 1.0 bound sphere
+
+
+def test_an_empty_scene_is_a_user_error(tmp_path, capsys):
+    # sigma = softplus(-50 (1 - |x| / 1e6)) ~ 1e-22 everywhere: nothing to see
+    nerf = NerfScene(NerfConfig(blob_density=-50.0, blob_radius=1e6, n_levels=2, max_resolution=16, n_samples=16))
+    with torch.no_grad():
+        nerf.field.density_mlp[-1].weight.zero_()
+        nerf.field.density_mlp[-1].bias.zero_()
+    code = main(["export", str(nerf.export(tmp_path / "empty.pt")), "--format", "glb", "--resolution", "16",
+                 "--texture-size", "16"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no opaque pixel" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_render_a_glb_and_a_nerf_checkpoint(coloured_glb, tmp_path):
     assert main(["render", str(coloured_glb), "--out", str(tmp_path / "glb"), "--orbit", "2", "--width", "32",
                  "--elevation", "60"]) == 0

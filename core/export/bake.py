@@ -7,8 +7,8 @@ source (Gaussians, NeRF, a mesh) is then sampled where the texel projects, if th
 is visible there (its depth matches the baked mesh's own depth buffer: the depth test),
 weighted by cos^2 of the angle between its normal and the view ray and kept only where the
 source is opaque (alpha >= 0.5), and the views are averaged. Texels no view saw, and the
-gutter around UV charts (so bilinear lookups and mipmaps do not bleed background), are
-filled by dilation from their neighbours.
+gutter around UV charts (so bilinear lookups and mipmaps do not bleed background), take
+the value of the nearest baked texel (dilation).
 
 Sources that render material channels in `extras` (a MeshScene with PBR maps gives
 "base_color", "roughness", "metallic") have those baked too; otherwise the base colour is
@@ -97,30 +97,19 @@ def texel_surface(mesh: TriangleMesh, size: int) -> tuple[Tensor, Tensor, Tensor
     return rast.pixel, position, F.normalize(normal, dim=-1)
 
 
-def dilate(texture: Tensor, valid: Tensor, iterations: int | None = None) -> Tensor:
-    """Fill texels where valid [H,W] is False from their valid neighbours, ring by ring.
+def dilate(texture: Tensor, valid: Tensor) -> Tensor:
+    """Fill texels where valid [H,W] is False with their nearest valid texel's value.
 
-    texture [H,W,C]; after `iterations` rings (default: until every texel is filled) the
-    rest takes the mean of the valid texels. Returns the filled [H,W,C] texture.
+    texture [H,W,C]. One exact Euclidean distance transform (scipy) finds every texel's
+    nearest valid texel, so chart gutters and unseen texels fill in one pass whatever their
+    width. Returns the filled [H,W,C] texture (unchanged when nothing is valid).
     """
-    H, W, C = texture.shape
-    if not valid.any():
+    from scipy.ndimage import distance_transform_edt
+
+    if not valid.any() or valid.all():
         return texture
-    image = (texture * valid[..., None]).permute(2, 0, 1)[None]
-    weight = valid[None, None].to(texture.dtype)
-    kernel = torch.ones(1, 1, 3, 3, dtype=texture.dtype)
-    for _ in range(iterations if iterations is not None else H + W):
-        if bool(weight.all()):
-            break
-        total = F.conv2d(image, kernel.expand(C, 1, 3, 3), padding=1, groups=C)
-        count = F.conv2d(weight, kernel, padding=1)
-        grow = (weight == 0) & (count > 0)
-        image = torch.where(grow, total / count.clamp_min(1), image)
-        weight = torch.where(grow, torch.ones_like(weight), weight)
-    filled = weight[0, 0] > 0
-    out = image[0].permute(1, 2, 0)
-    mean = texture[valid].mean(0)
-    return torch.where(filled[..., None], out, mean)
+    _, (rows, cols) = distance_transform_edt(~valid.numpy(), return_indices=True)
+    return texture[torch.from_numpy(rows), torch.from_numpy(cols)]
 
 
 @torch.no_grad()
