@@ -45,7 +45,7 @@ class IsoSurfaceConfig:
     fill_cavities: bool = True  # mesh only outer surfaces: hollows nothing can see are filled
     target_faces: int | None = None  # decimate by vertex clustering to at most this many faces
     views: int = 8  # cameras for the silhouette level
-    view_size: int = 64  # their image side in pixels
+    view_size: int = 128  # their image side (Gaussians blur silhouettes by ~0.5 px: not too small)
 
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.coarse_resolution < 8:

@@ -143,14 +143,17 @@ def inside_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> 
 
 def mesh_sdf(points, vertices, faces, chunk: int = 1 << 15) -> Tensor:
     """[P] float32 signed distance (< 0 inside) of points [P,3] to a closed mesh (vertices [V,3], faces [F,3])."""
-    to_np = lambda x: x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)  # noqa: E731
-    points, vertices, faces = to_np(points).astype(np.float64), to_np(vertices).astype(np.float64), to_np(faces)
+    points, vertices, faces = _numpy(points).astype(np.float64), _numpy(vertices).astype(np.float64), _numpy(faces)
     out = np.empty(len(points))
     for s in range(0, len(points), chunk):
         p = points[s:s + chunk]
         d = unsigned_distance(p, vertices, faces)
         out[s:s + chunk] = np.where(inside_mesh(p, vertices, faces), -d, d)
     return torch.from_numpy(out).float()
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
 def dmtet_from_mesh(mesh, cfg=None):
