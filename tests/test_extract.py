@@ -7,6 +7,7 @@ import pytest
 import torch
 import trimesh
 
+from core.cameras import orbit_cameras
 from core.export.extract import (
     IsoSurfaceConfig, decimate, extract_iso_surface, fill_cavities, largest_component, marching_cubes,
     max_projection, sample_grid, silhouette_level,
@@ -14,10 +15,9 @@ from core.export.extract import (
 from core.export.gaussians_to_mesh import gaussian_grid, gaussians_to_mesh
 from core.export.nerf_to_mesh import nerf_to_mesh
 from core.export.sdf import dmtet_from_mesh, mesh_sdf
-from core.cameras import orbit_cameras
 from renderers.gaussian.ply import SH_C0, GaussianData
 from renderers.gaussian.scene import GaussianScene
-from renderers.mesh import DMTetSceneConfig, TriangleMesh
+from renderers.mesh import DMTetSceneConfig, TriangleMesh, render_mesh
 from renderers.nerf import NerfConfig, NerfScene
 
 RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
@@ -64,6 +64,12 @@ def test_gaussian_sphere_becomes_a_closed_sphere_with_its_colours():
     top, bottom = mesh.vertices[:, 2] > 0.2, mesh.vertices[:, 2] < -0.2
     assert torch.allclose(mesh.vertex_colors[top].mean(0), RED, atol=0.05)
     assert torch.allclose(mesh.vertex_colors[bottom].mean(0), BLUE, atol=0.05)
+    # what the level was chosen for: from a view it never saw, the mesh covers what the splats cover
+    camera = orbit_cameras(1, elevation_deg=50.0, radius=2.0, fov_y_deg=40.0, width=96, height=96,
+                           azimuth_start_deg=17.0)
+    splats = scene.render(camera, background=torch.zeros(3)).alpha[0, ..., 0] >= 0.5
+    covered = render_mesh(mesh, camera).extras["mask"][0, ..., 0] > 0
+    assert (splats & covered).sum() / (splats | covered).sum() > 0.97
 
 
 def test_nerf_sphere_becomes_a_closed_sphere():
