@@ -61,6 +61,7 @@ class Stage:
     preview_every: int = 0
     checkpoint_every: int = 0
     max_bad_steps: int = 5
+    preview: Callable[[RenderOutput], Tensor] | None = None  # [H,W,3] image; default preview_strip
 
 
 class Callbacks(Protocol):
@@ -222,7 +223,8 @@ def run_stage(stage: Stage, folder: RunFolder, callbacks: Callbacks | None = Non
         folder.log(record)
         callbacks.on_step(stage.name, step, stage.steps, record)
         if stage.preview_every and (step % stage.preview_every == 0 or step == stage.steps):
-            path = write_png(folder.path / "previews" / f"{stage.name}_{step:06d}.png", preview_strip(out))
+            image = stage.preview(out) if stage.preview is not None else preview_strip(out)
+            path = write_png(folder.path / "previews" / f"{stage.name}_{step:06d}.png", image)
             callbacks.on_preview(stage.name, step, path)
         if stage.checkpoint_every and step % stage.checkpoint_every == 0:
             save_checkpoint(folder, stage, step)

@@ -35,6 +35,12 @@ def test_generate_cli_writes_the_run_folder(tiny_prior, tmp_path, capsys):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert {"grad_norm", "t", "guidance_scale", "resolution"} <= set(records[0])
     assert "model_splat: " in capsys.readouterr().out
+    # Previews: renders on top, the distillation gradient's per-pixel magnitude below.
+    import imageio.v3 as iio
+
+    preview = iio.imread(out / "previews" / "coarse_000003.png")
+    assert preview.shape == (64, 64, 3)  # two 32 px views, two rows
+    assert preview[32:].max() == 255 and preview[32:].std() > 0
 
 
 def test_generate_bad_input_is_one_line_exit_2(tiny_prior, tmp_path, capsys):

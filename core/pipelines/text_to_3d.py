@@ -111,6 +111,24 @@ def distillation_loss(stage: StageConfig, scene, prior, objective, prompt: str, 
     return loss
 
 
+def gradient_preview(objective, max_views: int = 4):
+    """Previews for a distillation stage: renders on top, the per-pixel magnitude of the
+    distillation gradient on the rendered image below (brighter = stronger guidance)."""
+    from core.distill.diagnostics import gradient_magnitude_map
+    from core.runner import preview_strip
+
+    def preview(out):
+        top = preview_strip(out, max_views)
+        norms = objective.pgc.pixel_norms.get("image")
+        if norms is None or norms.shape[0] < 1:
+            return top
+        mag = gradient_magnitude_map(norms[:max_views].to(top.device))      # [n,1,H,W]
+        bottom = torch.cat(list(mag[:, 0]), dim=1)[..., None].expand(-1, -1, 3)
+        return torch.cat([top, bottom.to(top)], dim=0)
+
+    return preview
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,7 +163,8 @@ def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | No
         stage = Stage(stage_cfg.name, scene, stage_cfg.steps, batches,
                       distillation_loss(stage_cfg, scene, prior, objective, cfg.prompt, cfg.negative_prompt),
                       optimizer, stateful={"cameras": batches, "objective": objective},
-                      preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every)
+                      preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every,
+                      preview=gradient_preview(objective))
         run_stage(stage, folder, callbacks)
     cams = orbit_cameras(cfg.turntable_frames, cfg.turntable_elevation, cfg.turntable_radius, cfg.turntable_fov,
                          cfg.turntable_size, cfg.turntable_size) if cfg.turntable_frames else None
