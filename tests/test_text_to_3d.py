@@ -85,3 +85,19 @@ def test_resumed_generation_matches_an_uninterrupted_one(tiny_prior, tmp_path):
     for key in full:
         if torch.is_tensor(full[key]):
             assert torch.equal(full[key], cut[key]), key
+
+
+def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path):
+    from core.priors.tiny import build_tiny_marigold
+
+    marigold = build_tiny_marigold(tmp_path / "marigold", kind="normals")
+    base = [f"prior.model={tiny_prior}", "prompt=a red cube", "turntable_frames=0", "export=[ply]",
+            "preview_every=0", "dmtet.resolution=8",
+            "stages=[{name: polish, representation: dmtet, steps: 2, normal_guidance: 1.0, "
+            "cameras: {batch_size: 1, width: 16, height: 16}}]"]
+    with pytest.raises(ValueError, match="normal_estimator is empty"):
+        generate(load_config(TextTo3DConfig, None, base), tmp_path / "no-estimator")
+    cfg = load_config(TextTo3DConfig, None, [*base, f"normal_estimator={marigold}"])
+    generate(cfg, tmp_path / "run")
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(0.0 <= r["normal_guidance"] <= 2.0 for r in records)

@@ -10,8 +10,9 @@ import torch
 from core.cameras import Cameras
 
 
-def _mesh_of(scene):
-    """A TriangleMesh (with vertex colours where the source has colour) from any scene."""
+def _mesh_of(scene, iso=None):
+    """A TriangleMesh (with vertex colours where the source has colour) from any scene;
+    `iso` (IsoSurfaceConfig) sets how radiance fields are meshed."""
     from core.export.gaussians_to_mesh import gaussians_to_mesh
     from core.export.nerf_to_mesh import nerf_to_mesh
     from renderers.gaussian.scene import GaussianScene
@@ -19,9 +20,9 @@ def _mesh_of(scene):
     from renderers.nerf import NerfScene
 
     if isinstance(scene, GaussianScene):
-        return gaussians_to_mesh(scene)
+        return gaussians_to_mesh(scene, iso)
     if isinstance(scene, NerfScene):
-        return nerf_to_mesh(scene)
+        return nerf_to_mesh(scene, iso)
     if isinstance(scene, DMTetScene):
         return scene.extract_mesh().detach()
     if isinstance(scene, MeshScene):
@@ -52,7 +53,7 @@ def build_scene(cfg, representation: str, previous, device: torch.device):
     if representation == "dmtet":
         if previous is None:
             return DMTetScene(cfg.dmtet, device=device)
-        return dmtet_from_mesh(_mesh_of(previous).to("cpu"), cfg.dmtet).to(device)
+        return dmtet_from_mesh(_mesh_of(previous, cfg.handoff).to("cpu"), cfg.dmtet).to(device)
     if previous is None:
         from renderers.mesh import TriangleMesh
 
@@ -60,11 +61,13 @@ def build_scene(cfg, representation: str, previous, device: torch.device):
 
         sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
         return MeshScene(TriangleMesh.from_trimesh(sphere), cfg.mesh).to(device)
-    return MeshScene(_mesh_of(previous), cfg.mesh).to(device)
+    return MeshScene(_mesh_of(previous, cfg.handoff), cfg.mesh).to(device)
 
 
-def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, ...] = ("ply", "glb")) -> dict:
-    """Write the final scene as `model.<fmt>` for each format it supports and a turntable."""
+def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, ...] = ("ply", "glb"),
+                 options=None) -> dict:
+    """Write the final scene as `model.<fmt>` for each format it supports and a turntable;
+    `options` (core.export.assets.ExportOptions) sizes meshing and baking."""
     from core.export.assets import export_scene
     from core.export.video import turntable
     from renderers.gaussian.scene import GaussianScene
@@ -73,7 +76,7 @@ def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, 
     for fmt in formats:
         if fmt == "splat" and not isinstance(scene, GaussianScene):
             continue
-        paths[f"model_{fmt}"] = export_scene(scene, out / f"model.{fmt}", fmt)
+        paths[f"model_{fmt}"] = export_scene(scene, out / f"model.{fmt}", fmt, options)
     if cameras is not None:
         with torch.no_grad():
             result = turntable(scene, cameras, out / "turntable")

@@ -17,6 +17,10 @@ import torch
 from core.cameras import CameraSamplerConfig, RandomCameraSampler, orbit_cameras
 from core.config import save_config
 from core.distill import ObjectiveConfig, build
+from core.export.assets import ExportOptions
+from core.export.extract import IsoSurfaceConfig
+from core.distill.schedules import ScalarSchedule, as_schedule
+from core.normal_guidance import normal_guidance_loss
 from core.priors import PriorConfig, load
 from core.regularisers import RegulariserConfig, regularise
 from core.runner import Batch, Callbacks, RunFolder, Stage, run_stage, seed_everything
@@ -40,6 +44,8 @@ class StageConfig:
     resolution: list[tuple[float, int]] = field(default_factory=list)
     lr_scale: float = 1.0
     regularisers: RegulariserConfig = field(default_factory=RegulariserConfig)
+    # DreamPolish's normal-guided polish: weight of core.normal_guidance (needs normal_estimator).
+    normal_guidance: float | ScalarSchedule = 0.0
 
     def size_at(self, progress: float) -> int:
         size = self.cameras.width
@@ -61,7 +67,12 @@ class TextTo3DConfig:
     dmtet: DMTetSceneConfig = field(default_factory=DMTetSceneConfig)
     mesh: MeshSceneConfig = field(default_factory=MeshSceneConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    # A Marigold normals repo (hub id or folder) for stages with normal_guidance > 0.
+    normal_estimator: str = ""
     export: list[Literal["ply", "splat", "glb", "obj"]] = field(default_factory=lambda: ["ply", "glb"])
+    export_options: ExportOptions = field(default_factory=lambda: ExportOptions(resolution=96, texture_size=512,
+                                                                                target_faces=20_000))
+    handoff: IsoSurfaceConfig = field(default_factory=lambda: IsoSurfaceConfig(resolution=64, target_faces=20_000))
     preview_every: int = 50
     checkpoint_every: int = 100
     turntable_frames: int = 24
@@ -79,16 +90,17 @@ class TextTo3DConfig:
 
 
 class CameraBatches:
-    """Random cameras per step at the stage's scheduled resolution (checkpointable)."""
+    """Random cameras per step at the stage's scheduled resolution (checkpointable). The
+    background is left to each scene (its configured colour, or a learned background)."""
 
-    def __init__(self, stage: StageConfig, seed: int, background: tuple[float, float, float]):
-        self.stage, self.background = stage, torch.tensor(background)
+    def __init__(self, stage: StageConfig, seed: int):
+        self.stage = stage
         self.sampler = RandomCameraSampler(stage.cameras, seed)
 
     def __call__(self, step: int) -> Batch:
         progress = (step - 1) / max(1, self.stage.steps - 1)
         size = self.stage.size_at(progress)
-        return Batch(self.sampler(step, size, size), self.background)
+        return Batch(self.sampler(step, size, size))
 
     def state_dict(self) -> dict:
         return self.sampler.state_dict()
@@ -97,14 +109,22 @@ class CameraBatches:
         self.sampler.load_state_dict(state)
 
 
-def distillation_loss(stage: StageConfig, scene, prior, objective, prompt: str, negative_prompt: str):
-    """The stage's loss: score distillation on the render + scheduled regularisers."""
+def distillation_loss(stage: StageConfig, scene, prior, objective, prompt: str, negative_prompt: str,
+                      normal_estimator=None):
+    """The stage's loss: score distillation on the render + scheduled regularisers
+    (+ normal guidance toward `normal_estimator`'s prediction when the stage weights it)."""
+    normal_weight = as_schedule(stage.normal_guidance)
 
     def loss(out, batch: Batch, step: int, progress: float):
         cond = prior.condition(prompt, negative_prompt, batch.cameras)
         value, stats = objective(out, cond, progress, cameras=batch.cameras)
         reg, reg_stats = regularise(stage.regularisers, scene, out, batch.cameras, progress)
         stats.update(reg_stats)
+        w = float(normal_weight(progress))
+        if w:
+            guidance = normal_guidance_loss(out, batch.cameras, normal_estimator)
+            stats["normal_guidance"] = float(guidance.detach())
+            reg = reg + w * guidance
         stats["resolution"] = batch.cameras.width
         return value + reg, stats
 
@@ -147,6 +167,14 @@ def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | No
     save_config(cfg, folder.path / "config.yaml")
     device = resolve_device(cfg.device)
     prior = prior if prior is not None else load(cfg.prior)
+    normal_estimator = None
+    if any(as_schedule(s.normal_guidance)(0.0) or as_schedule(s.normal_guidance)(1.0) for s in cfg.stages):
+        if not cfg.normal_estimator:
+            raise ValueError("a stage sets normal_guidance but normal_estimator is empty: name a Marigold "
+                             "normals repo or folder (normal_estimator=...)")
+        from core.priors.estimators import load_normal_estimator
+
+        normal_estimator = load_normal_estimator(cfg.normal_estimator, device=device.type)
     scene = None
     for index, stage_cfg in enumerate(cfg.stages):
         seed_everything(cfg.seed + index)
@@ -158,14 +186,14 @@ def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | No
         if hasattr(scene, "attach_optimizer"):
             scene.attach_optimizer(optimizer)
         objective = build(stage_cfg.objective, prior)
-        background = getattr(getattr(cfg, stage_cfg.representation), "background", (1.0, 1.0, 1.0))
-        batches = CameraBatches(stage_cfg, cfg.seed + index, background)
+        batches = CameraBatches(stage_cfg, cfg.seed + index)
         stage = Stage(stage_cfg.name, scene, stage_cfg.steps, batches,
-                      distillation_loss(stage_cfg, scene, prior, objective, cfg.prompt, cfg.negative_prompt),
+                      distillation_loss(stage_cfg, scene, prior, objective, cfg.prompt, cfg.negative_prompt,
+                                        normal_estimator),
                       optimizer, stateful={"cameras": batches, "objective": objective},
                       preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every,
                       preview=gradient_preview(objective))
         run_stage(stage, folder, callbacks)
     cams = orbit_cameras(cfg.turntable_frames, cfg.turntable_elevation, cfg.turntable_radius, cfg.turntable_fov,
                          cfg.turntable_size, cfg.turntable_size) if cfg.turntable_frames else None
-    return export_final(scene, folder.path, cams, tuple(cfg.export))
+    return export_final(scene, folder.path, cams, tuple(cfg.export), cfg.export_options)
