@@ -328,6 +328,47 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_batch_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "batch", help="text-to-3D for every prompt in a .txt or .jsonl file",
+        description="One run per prompt (a .txt file with a prompt per line, or .jsonl lines like "
+                    '{"prompt": "a red cube", "seed": 1, "config": "text_to_3d/polish", "overrides": ["..."]}) '
+                    "into OUT/<nnn>-<slug>/, with OUT/manifest.jsonl recording status, time, paths and "
+                    "metrics. Re-running skips finished prompts and resumes interrupted ones; a failing "
+                    "prompt is recorded and the rest go on.",
+    )
+    p.add_argument("prompts", type=Path, help="prompts.txt or prompts.jsonl")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")
+    p.add_argument("--config", default="text_to_3d/gaussian_sds", help="preset for jobs that name none")
+    p.add_argument("--out", type=Path, default=None, help="batch folder (default runs/batch-<file name>)")
+    p.set_defaults(func=run_batch_command)
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from app.jobs import BatchFileError, read_jobs, run_batch
+    from core.pipelines.text_to_3d import TextTo3DConfig, generate
+
+    try:
+        jobs = read_jobs(args.prompts)
+    except BatchFileError as e:
+        raise CLIError(str(e)) from None
+    load_job_config(TextTo3DConfig, args.config, args.overrides)  # bad shared overrides fail before any job
+    out = args.out or Path("runs") / f"batch-{args.prompts.stem}"
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder")
+
+    def run_job(job, config, overrides, folder):
+        cfg = load_job_config(TextTo3DConfig, config, overrides)
+        cfg.prompt = job.prompt
+        print(f"[{job.prompt}] -> {folder}")
+        return generate(cfg, folder)
+
+    counts = run_batch(jobs, out, args.config, list(args.overrides), run_job)
+    print(f"batch: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done; "
+          f"manifest: {out / 'manifest.jsonl'}")
+    return 1 if counts["failed"] else 0
+
+
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the built-in demo: fit a splat to procedural views and write its turntable",
@@ -362,7 +403,8 @@ def run_demo(args: argparse.Namespace) -> int:
 # --- entry point --------------------------------------------------------------------------------
 
 # Subcommands in --help order.
-COMMANDS: list[Callable] = [add_generate_command, add_demo_command, add_reconstruct_command, add_render_command,
+COMMANDS: list[Callable] = [add_generate_command, add_batch_command, add_demo_command, add_reconstruct_command,
+                             add_render_command,
                              add_export_command]
 
 
