@@ -1,199 +1,31 @@
-"""Text-to-3D: stages of score distillation from a text prior, as presets describe them
+"""Text-to-3D: score distillation from a text prior in stages, as presets describe them
 (DreamGaussian-like Gaussians + SDS; DreamPolish-like field -> mesh -> polish -> texture).
-
-A pipeline only builds `Stage`s for the runner: scene, optimiser, camera batches and a
-loss made of the distillation objective and regularisers. Hand-offs between
-representations live in core/pipelines/handoff.py.
-"""
+The stage engine is core/pipelines/distillation.py; this module adds the prompt."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import torch
-
-from core.cameras import CameraSamplerConfig, RandomCameraSampler, orbit_cameras
-from core.config import save_config
-from core.distill import ObjectiveConfig, build
-from core.export.assets import ExportOptions
-from core.export.extract import IsoSurfaceConfig
-from core.distill.schedules import ScalarSchedule, as_schedule
-from core.normal_guidance import normal_guidance_loss
-from core.priors import PriorConfig, load
-from core.regularisers import RegulariserConfig, regularise
-from core.runner import Batch, Callbacks, RunFolder, Stage, run_stage, seed_everything
-from renderers.gaussian.scene import GaussianConfig
-from renderers.mesh import DMTetSceneConfig, MeshSceneConfig
-from renderers.nerf import NerfConfig
-
-Representation = Literal["gaussian", "nerf", "dmtet", "mesh"]
+from core.pipelines.distillation import DistillationConfig, run_distillation
+from core.priors import load
+from core.runner import Callbacks
 
 
 @dataclass
-class StageConfig:
-    """One stage. resolution: [[progress, size], ...] milestones (size from that progress on);
-    the camera sampler's width/height are the size before the first milestone."""
-
-    name: str = "coarse"
-    representation: Representation = "gaussian"
-    steps: int = 400
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    cameras: CameraSamplerConfig = field(default_factory=CameraSamplerConfig)
-    resolution: list[tuple[float, int]] = field(default_factory=list)
-    lr_scale: float = 1.0
-    regularisers: RegulariserConfig = field(default_factory=RegulariserConfig)
-    # DreamPolish's normal-guided polish: weight of core.normal_guidance (needs normal_estimator).
-    normal_guidance: float | ScalarSchedule = 0.0
-
-    def size_at(self, progress: float) -> int:
-        size = self.cameras.width
-        for start, value in sorted(self.resolution):
-            if progress >= start:
-                size = value
-        return size
-
-
-@dataclass
-class TextTo3DConfig:
+class TextTo3DConfig(DistillationConfig):
     prompt: str = ""
     negative_prompt: str = ""
-    seed: int = 0
-    device: str = "auto"
-    prior: PriorConfig = field(default_factory=lambda: PriorConfig(model="builtin:text", view_dependent_prompt=False))
-    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
-    nerf: NerfConfig = field(default_factory=NerfConfig)
-    dmtet: DMTetSceneConfig = field(default_factory=DMTetSceneConfig)
-    mesh: MeshSceneConfig = field(default_factory=MeshSceneConfig)
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
-    # A Marigold normals repo (hub id or folder) for stages with normal_guidance > 0.
-    normal_estimator: str = ""
-    export: list[Literal["ply", "splat", "glb", "obj"]] = field(default_factory=lambda: ["ply", "glb"])
-    export_options: ExportOptions = field(default_factory=lambda: ExportOptions(resolution=96, texture_size=512,
-                                                                                target_faces=20_000))
-    handoff: IsoSurfaceConfig = field(default_factory=lambda: IsoSurfaceConfig(resolution=64, target_faces=20_000))
-    preview_every: int = 50
-    checkpoint_every: int = 100
-    turntable_frames: int = 24
-    turntable_size: int = 128
-    turntable_elevation: float = 15.0
-    turntable_radius: float = 2.5
-    turntable_fov: float = 45.0
-
-    def __post_init__(self) -> None:
-        if not self.stages:
-            raise ValueError("a pipeline needs at least one stage")
-        names = [s.name for s in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"stage names must be unique, got {names}")
-
-
-class CameraBatches:
-    """Random cameras per step at the stage's scheduled resolution (checkpointable). The
-    background is left to each scene (its configured colour, or a learned background)."""
-
-    def __init__(self, stage: StageConfig, seed: int):
-        self.stage = stage
-        self.sampler = RandomCameraSampler(stage.cameras, seed)
-
-    def __call__(self, step: int) -> Batch:
-        progress = (step - 1) / max(1, self.stage.steps - 1)
-        size = self.stage.size_at(progress)
-        return Batch(self.sampler(step, size, size))
-
-    def state_dict(self) -> dict:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-
-
-def distillation_loss(stage: StageConfig, scene, prior, objective, prompt: str, negative_prompt: str,
-                      normal_estimator=None):
-    """The stage's loss: score distillation on the render + scheduled regularisers
-    (+ normal guidance toward `normal_estimator`'s prediction when the stage weights it)."""
-    normal_weight = as_schedule(stage.normal_guidance)
-
-    def loss(out, batch: Batch, step: int, progress: float):
-        cond = prior.condition(prompt, negative_prompt, batch.cameras)
-        value, stats = objective(out, cond, progress, cameras=batch.cameras)
-        reg, reg_stats = regularise(stage.regularisers, scene, out, batch.cameras, progress)
-        stats.update(reg_stats)
-        w = float(normal_weight(progress))
-        if w:
-            guidance = normal_guidance_loss(out, batch.cameras, normal_estimator)
-            stats["normal_guidance"] = float(guidance.detach())
-            reg = reg + w * guidance
-        stats["resolution"] = batch.cameras.width
-        return value + reg, stats
-
-    return loss
-
-
-def gradient_preview(objective, max_views: int = 4):
-    """Previews for a distillation stage: renders on top, the per-pixel magnitude of the
-    distillation gradient on the rendered image below (brighter = stronger guidance)."""
-    from core.distill.diagnostics import gradient_magnitude_map
-    from core.runner import preview_strip
-
-    def preview(out):
-        top = preview_strip(out, max_views)
-        norms = objective.pgc.pixel_norms.get("image")
-        if norms is None or norms.shape[0] < 1:
-            return top
-        mag = gradient_magnitude_map(norms[:max_views].to(top.device))      # [n,1,H,W]
-        bottom = torch.cat(list(mag[:, 0]), dim=1)[..., None].expand(-1, -1, 3)
-        return torch.cat([top, bottom.to(top)], dim=0)
-
-    return preview
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | None = None,
              prior=None) -> dict[str, Path]:
-    """Run every stage of `cfg` into `out_dir` (resuming finished/interrupted stages from their
-    checkpoints) and export the final representation. Returns the written paths."""
-    from core.pipelines.handoff import build_scene, export_final
-
+    """Distil `cfg.prompt` into `out_dir` (see run_distillation); returns the written paths."""
     if not cfg.prompt.strip():
-        raise ValueError("the prompt is empty: say what to generate, e.g. \"a red cube\"")
-    folder = RunFolder(out_dir)
-    save_config(cfg, folder.path / "config.yaml")
-    device = resolve_device(cfg.device)
+        raise ValueError('the prompt is empty: say what to generate, e.g. "a red cube"')
     prior = prior if prior is not None else load(cfg.prior)
-    normal_estimator = None
-    if any(as_schedule(s.normal_guidance)(0.0) or as_schedule(s.normal_guidance)(1.0) for s in cfg.stages):
-        if not cfg.normal_estimator:
-            raise ValueError("a stage sets normal_guidance but normal_estimator is empty: name a Marigold "
-                             "normals repo or folder (normal_estimator=...)")
-        from core.priors.estimators import load_normal_estimator
 
-        normal_estimator = load_normal_estimator(cfg.normal_estimator, device=device.type)
-    scene = None
-    for index, stage_cfg in enumerate(cfg.stages):
-        seed_everything(cfg.seed + index)
-        scene = build_scene(cfg, stage_cfg.representation, scene, device)
-        groups = scene.param_groups()
-        for group in groups:
-            group["lr"] *= stage_cfg.lr_scale
-        optimizer = torch.optim.Adam(groups, eps=1e-15)
-        if hasattr(scene, "attach_optimizer"):
-            scene.attach_optimizer(optimizer)
-        objective = build(stage_cfg.objective, prior)
-        batches = CameraBatches(stage_cfg, cfg.seed + index)
-        stage = Stage(stage_cfg.name, scene, stage_cfg.steps, batches,
-                      distillation_loss(stage_cfg, scene, prior, objective, cfg.prompt, cfg.negative_prompt,
-                                        normal_estimator),
-                      optimizer, stateful={"cameras": batches, "objective": objective},
-                      preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every,
-                      preview=gradient_preview(objective))
-        run_stage(stage, folder, callbacks)
-    cams = orbit_cameras(cfg.turntable_frames, cfg.turntable_elevation, cfg.turntable_radius, cfg.turntable_fov,
-                         cfg.turntable_size, cfg.turntable_size) if cfg.turntable_frames else None
-    return export_final(scene, folder.path, cams, tuple(cfg.export), cfg.export_options)
+    def condition(cameras):
+        return prior.condition(cfg.prompt, cfg.negative_prompt, cameras)
+
+    return run_distillation(cfg, out_dir, prior, condition, callbacks)
