@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.distill import ObjectiveConfig, PGCConfig, PixelGradientClipper, build, clip_pixel_gradients
+from core.distill import PGCConfig, PixelGradientClipper, clip_pixel_gradients
 from core.distill.diagnostics import flatten, gradient_magnitude_map
 from core.distill.pgc import pixel_norms
 
