@@ -284,14 +284,18 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 def add_generate_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "generate", help="text-to-3D: distil a prompt into a 3D asset",
-        description="Run a text-to-3D preset on a prompt and write runs/<slug>-<time>/ with model.ply, "
-                    "model.glb, a turntable, previews and metrics. The built-in prior runs on a CPU with no "
-                    "download; prior.model=<hub id or folder> switches to a real Stable Diffusion checkpoint.",
+        "generate", help="text-to-3D or image-to-3D: distil a prompt or a picture into a 3D asset",
+        description="Run a text-to-3D preset on a prompt (or, with --image, an image-to-3D preset on a picture) "
+                    "and write runs/<slug>-<time>/ with model.ply, model.glb, a turntable, previews and metrics. "
+                    "The built-in priors run on a CPU with no download; prior.model=<hub id or folder> switches "
+                    "to a real Stable Diffusion (or Zero123) checkpoint.",
     )
-    p.add_argument("prompt", help='what to generate, e.g. "a red cube"')
+    p.add_argument("prompt", nargs="?", default=None, help='what to generate, e.g. "a red cube"')
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
-    p.add_argument("--config", default="text_to_3d/gaussian_sds", help="preset name or YAML file")
+    p.add_argument("--image", type=Path, default=None, help="image-to-3D from this picture (RGBA or plain background)")
+    p.add_argument("--config", default=None,
+                   help="preset name or YAML file (default text_to_3d/gaussian_sds; with --image "
+                        "image_to_3d/gaussian_zero123)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<slug>-<time>)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
     p.add_argument("--steps", type=positive_int, default=None, help="steps of every stage (default: the preset's)")
@@ -301,28 +305,41 @@ def add_generate_command(subparsers) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from core.data.reference import ReferenceImageError
+    from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
     from core.pipelines.text_to_3d import TextTo3DConfig, generate
     from core.priors.loading import PriorLoadError
 
-    if not args.prompt.strip():
-        raise CLIError('the prompt is empty: say what to generate, e.g. scorelift generate "a red cube"')
+    if args.prompt is not None and "=" in args.prompt and args.image is not None:
+        args.overrides, args.prompt = [args.prompt, *args.overrides], None  # `generate --image x k=v`
+    if args.image is None and (args.prompt is None or not args.prompt.strip()):
+        raise CLIError('the prompt is empty: say what to generate, e.g. scorelift generate "a red cube" '
+                       "(or give --image photo.png)")
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if args.device is not None:
         pick_device(args.device)
         overrides.append(f"device={args.device}")
-    cfg = load_job_config(TextTo3DConfig, args.config, overrides)
-    cfg.prompt = args.prompt
+    if args.image is not None:
+        if not args.image.is_file():
+            raise CLIError(f"--image {args.image}: file not found")
+        cfg = load_job_config(ImageTo3DConfig, args.config or "image_to_3d/gaussian_zero123", overrides)
+        cfg.image = str(args.image)
+        name, job = args.image.stem, image_to_3d
+    else:
+        cfg = load_job_config(TextTo3DConfig, args.config or "text_to_3d/gaussian_sds", overrides)
+        cfg.prompt = args.prompt
+        name, job = args.prompt, generate
     if args.steps is not None:
         for stage in cfg.stages:
             stage.steps = args.steps
-    out = args.out or run_folder_name("generate", args.prompt)
+    out = args.out or run_folder_name("generate", name)
     check_run_folder(out, args.resume)
-    print(f"generating '{args.prompt}' with {args.config} into {out}")
+    print(f"generating '{name}' with {args.config or 'the default preset'} into {out}")
     try:
-        paths = generate(cfg, out)
-    except (PriorLoadError, ValueError) as e:
+        paths = job(cfg, out)
+    except (PriorLoadError, ReferenceImageError, ValueError) as e:
         raise CLIError(str(e)) from None
     print_outputs(paths)
     return 0

@@ -31,7 +31,26 @@ def run_text_to_3d_preset(name, tmp_path, tiny_prior):
                  "preview_every=1", "checkpoint_every=1"])
 
 
-RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_preset}
+@pytest.fixture(scope="module")
+def tiny_zero123(tmp_path_factory):
+    from core.priors.tiny import build_tiny_zero123
+
+    return str(build_tiny_zero123(tmp_path_factory.mktemp("z") / "zero123"))
+
+
+def run_image_to_3d_preset(name, tmp_path, tiny_zero123):
+    from core.data.views import procedural_object, write_procedural_views
+
+    write_procedural_views(tmp_path / "views", procedural_object("cone", "green"), n_views=1, size=32)
+    return main(["generate", "--image", str(tmp_path / "views" / "train" / "r_000.png"), "--config", name,
+                 "--out", str(tmp_path / "run"), "--steps", "2", f"prior.model={tiny_zero123}",
+                 "turntable_frames=1", "turntable_size=16", "export=[ply]", "reference_size=32",
+                 "preview_every=1", "checkpoint_every=1"])
+
+
+RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_preset,
+           "image_to_3d": run_image_to_3d_preset}
+PRIORS = {"text_to_3d": "tiny_prior", "image_to_3d": "tiny_zero123"}
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -39,7 +58,7 @@ def test_preset_runs_two_steps(name, tmp_path, request):
     kind = name.split("/")[0]
     assert kind in RUNNERS, f"preset {name}: no test runner for presets under configs/{kind}/"
     runner = RUNNERS[kind]
-    extra = [request.getfixturevalue("tiny_prior")] if kind == "text_to_3d" else []
+    extra = [request.getfixturevalue(PRIORS[kind])] if kind in PRIORS else []
     assert runner(name, tmp_path, *extra) == 0
     from core.config import read_yaml, resolve_preset
 
