@@ -7,7 +7,7 @@ import torch
 import trimesh
 
 from core.export.assets import load_mesh, write_mesh
-from core.export.bake import BakeConfig, bake, dilate, texel_surface, unwrap
+from core.export.bake import BakeConfig, bake, bake_field, dilate, texel_surface, unwrap
 from renderers.mesh import MeshScene, MeshSceneConfig, TriangleMesh, sample_texture
 
 RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
@@ -94,6 +94,20 @@ def test_baked_texture_puts_each_colour_and_material_on_its_half(baked):
     metallic = sample_texture(baked.metallic, baked.uv)[:, 0]
     assert abs(float(roughness[top].median()) - 0.2) < 0.05 and abs(float(roughness[bottom].median()) - 0.8) < 0.05
     assert float(metallic[top].median()) > 0.95 and float(metallic[bottom].median()) < 0.05
+
+
+def test_bake_field_queries_the_colour_at_each_texel():
+    seen = []
+
+    def color_fn(points, normals):
+        seen.append(((points / points.norm(dim=-1, keepdim=True) * normals).sum(-1) > 0.98).all())
+        return torch.where(points[:, 2:] > 0, RED, BLUE)
+
+    baked = bake_field(icosphere(2), color_fn, texture_size=64)
+    assert all(seen)  # surface points with outward normals
+    colour = sample_texture(baked.base_color, baked.uv)
+    assert torch.allclose(colour[baked.vertices[:, 2] > 0.2].mean(0), RED, atol=0.05)
+    assert torch.allclose(colour[baked.vertices[:, 2] < -0.2].mean(0), BLUE, atol=0.05)
 
 
 def test_baked_glb_reloads_with_its_texture_and_passes_the_validator(baked, tmp_path):

@@ -49,14 +49,21 @@ def test_export_a_run_folder_to_glb_and_splat(run_folder, capsys):
     assert torch.allclose(splats.means, load_gaussians(run_folder / "model.ply").means)
 
 
-def test_export_a_nerf_checkpoint_to_a_coloured_mesh_ply(tmp_path):
-    nerf = NerfScene(NerfConfig(blob_density=50.0, blob_radius=0.4, n_samples=48))
+def test_export_a_nerf_checkpoint_to_ply_and_glb(tmp_path):
+    nerf = NerfScene(NerfConfig(blob_density=50.0, blob_radius=0.4, n_samples=24, n_levels=3, max_resolution=32))
     checkpoint = nerf.export(tmp_path / "nerf.pt")
-    assert main(["export", str(checkpoint), "--format", "ply", "--resolution", "24"]) == 0
+    assert main(["export", str(checkpoint), "--format", "ply", "--resolution", "20"]) == 0
     mesh = trimesh.load(tmp_path / "nerf.ply")
     assert mesh.is_watertight and len(mesh.visual.vertex_colors) == len(mesh.vertices)
     radius = np.linalg.norm(mesh.vertices, axis=1)
     assert 0.25 < radius.mean() < 0.45  # the blob, not the 1.0 bound sphere
+    # glb: the colour field baked into a texture
+    assert main(["export", str(checkpoint), "--format", "glb", "--resolution", "16", "--texture-size", "32"]) == 0
+    glb = trimesh.load(tmp_path / "nerf.glb", force="mesh")
+    assert glb.visual.material.baseColorTexture.size == (32, 32)
+    texture = np.asarray(glb.visual.material.baseColorTexture.convert("RGB"), dtype=float) / 255
+    expected = nerf.color(torch.zeros(1, 3))[0].detach().numpy()  # the untrained head is nearly uniform
+    assert np.abs(texture.reshape(-1, 3).mean(0) - expected).max() < 0.1
 
 
 def test_an_empty_scene_is_a_user_error(tmp_path, capsys):

@@ -12,7 +12,8 @@ load_scene(path):
 
 export_scene(scene, path, fmt):
   GaussianScene  ply/splat: the splats as they are; glb/obj: Gaussians -> mesh -> baked texture
-  NerfScene      glb/obj: NeRF -> mesh -> baked texture; ply: that mesh with vertex colours
+  NerfScene      glb/obj: NeRF -> mesh -> texture of the colour field at the texels (bake_field);
+                 ply: that mesh with vertex colours
   MeshScene, DMTetScene: the mesh as it is (textures when it has them)
 A combination that cannot exist (a .splat of a mesh) raises AssetError.
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.export.bake import BakeConfig, bake
+from core.export.bake import BakeConfig, bake, bake_field
 from core.export.extract import IsoSurfaceConfig
 from renderers.mesh import TriangleMesh
 
@@ -193,12 +194,23 @@ def export_scene(scene, path: str | Path, fmt: str, options: ExportOptions | Non
         raise AssetError(f"a {kind} cannot be written as splat (only Gaussians can); choose glb, obj or ply")
     if isinstance(scene, NerfScene):
         mesh = _extract(scene, options)
-        return write_mesh(mesh if fmt == "ply" else bake(mesh, scene, _bake_config(options)), path, fmt)
+        if fmt != "ply":
+            mesh = bake_field(mesh, _nerf_color_fn(scene), options.texture_size)
+        return write_mesh(mesh, path, fmt)
     if isinstance(scene, MeshScene):
         return write_mesh(scene.mesh().detach(), path, fmt)
     if isinstance(scene, DMTetScene):
         return write_mesh(scene.extract_mesh().detach(), path, fmt)
     raise AssetError(f"no export for a {kind}")
+
+
+def _nerf_color_fn(scene):
+    """The field's colour at surface points [N,3], seen looking against their normals [N,3]."""
+
+    def color_fn(points, normals):
+        return scene.color(points.to(scene.device), -normals.to(scene.device))
+
+    return color_fn
 
 
 def _iso_config(options: ExportOptions) -> IsoSurfaceConfig:
