@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from core.cameras import Cameras, spherical_cameras
 from renderers.mesh import TriangleMesh, interpolate, rasterize
@@ -114,11 +115,12 @@ def dilate(texture: Tensor, valid: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def bake(mesh: TriangleMesh, source, cfg: BakeConfig | None = None) -> TriangleMesh:
+def bake(mesh: TriangleMesh, source, cfg: BakeConfig | None = None, progress: bool = True) -> TriangleMesh:
     """A textured copy of `mesh` (unwrapped first when it has no uv) whose base colour (and
     roughness/metallic when the source renders them) is baked from `source`'s renders.
 
-    source: any Scene; it is rendered over a black background from `bake_cameras`.
+    source: any Scene; it is rendered over a black background from `bake_cameras` (progress: a
+    tqdm bar over the views).
     Returns a TriangleMesh with uv, base_color [S,S,3] and optional roughness/metallic [S,S,1].
     """
     cfg = cfg or BakeConfig()
@@ -132,7 +134,7 @@ def bake(mesh: TriangleMesh, source, cfg: BakeConfig | None = None) -> TriangleM
     sums: dict[str, Tensor] = {}
     weight_sum = torch.zeros(len(texel))
     device = getattr(source, "device", torch.device("cpu"))
-    for start in range(0, len(cameras), cfg.chunk):
+    for start in tqdm(range(0, len(cameras), cfg.chunk), desc="bake", disable=not progress, leave=False):
         views = cameras[start:start + cfg.chunk]
         out = source.render(views.to(device), torch.zeros(3, device=device))
         images = _material_images(out)
