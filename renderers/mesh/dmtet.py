@@ -143,8 +143,15 @@ class DMTetScene(nn.Module):
         """Nothing to do: the surface is re-extracted at every render."""
 
     def export(self, path: str | Path) -> Path:
-        """Write the extracted surface (.ply with vertex colours, or .obj/.glb)."""
+        """Write the extracted surface (.ply with vertex colours, or .obj/.glb, +Y up as every
+        scorelift mesh file), or with a .pt suffix the scene itself ({"config", "state_dict"},
+        which core.export.assets.load_scene reads back)."""
+        from core.export.assets import write_mesh
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.extract_mesh().detach().to_trimesh().export(path)
-        return path
+        if path.suffix.lower() == ".pt":
+            from core.config import to_dict
+            from core.io import save_torch
+
+            return save_torch(path, {"config": to_dict(self.cfg), "state_dict": self.state_dict()})
+        return write_mesh(self.extract_mesh(), path, path.suffix.lstrip(".").lower())

@@ -122,8 +122,9 @@ class MeshScene(nn.Module):
         """Nothing to do: the topology is fixed (remeshing belongs to a later stage)."""
 
     def export(self, path: str | Path) -> Path:
-        """Write the current mesh as .ply (vertex colours) or .obj/.glb (with textures)."""
+        """Write the current mesh as .ply (vertex colours) or .obj/.glb (with textures), +Y up
+        as every scorelift mesh file (core.export.assets.write_mesh)."""
+        from core.export.assets import write_mesh
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.mesh().detach().to_trimesh().export(path)
-        return path
+        return write_mesh(self.mesh(), path, path.suffix.lstrip(".").lower())
