@@ -6,7 +6,8 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from app.cli import build_parser, frame_names, main
+from app.cli import build_parser, main
+from app.cli_assets import frame_names
 from core.cameras import orbit_cameras, save_nerf_synthetic
 from core.export.video import pad_to_even, turntable, write_video
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
