@@ -8,8 +8,8 @@ import pytest
 import trimesh
 
 import gltf_validator
+from core.export.gltf import export_glb
 from core.export.mesh_io import (
-    export_glb,
     export_obj,
     export_ply,
     pack_metallic_roughness,

@@ -234,7 +234,8 @@ def _extract(scene, options: ExportOptions) -> TriangleMesh:
 def write_mesh(mesh: TriangleMesh, path: str | Path, fmt: str) -> Path:
     """Write a TriangleMesh as glb | obj | ply with core.export.mesh_io (+Y up). A textured mesh
     keeps its textures in glb/obj; a .ply gets the texture sampled at its vertices."""
-    from core.export.mesh_io import export_glb, export_obj, export_ply, pack_metallic_roughness
+    from core.export.gltf import export_glb
+    from core.export.mesh_io import export_obj, export_ply, pack_metallic_roughness
     from renderers.mesh import sample_texture
 
     mesh = mesh.detach().to("cpu")
