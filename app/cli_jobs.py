@@ -147,30 +147,53 @@ def run_batch_command(args: argparse.Namespace) -> int:
 
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="the built-in demo: fit a splat to procedural views and write its turntable",
-        description="Until text-to-3D lands, the demo renders a procedural object (a shiny striped orange torus) "
-                    "from 24 views with the project's mesh renderer, fits 3D Gaussians to them and writes "
-                    "model.ply and turntable.mp4. No download, CPU is enough.",
+        "demo", help="the built-in demo: text-to-3D of 'a red cube' on the built-in prior (CPU, no download)",
+        description="Runs the default text-to-3D preset (Gaussians + SDS) with the built-in prior on one prompt "
+                    "and prints the output paths: model.ply, model.glb, turntable.mp4. With --reconstruct it "
+                    "instead renders a procedural object (a shiny striped orange torus) from --views views with "
+                    "the project's mesh renderer and fits 3D Gaussians to them.",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="reconstruct config overrides")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
-    p.add_argument("--views", type=positive_int, default=24, help="number of procedural views (default 24)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<slug>-<time>)")
+    p.add_argument("--prompt", default="a red cube", help="prompt (default 'a red cube')")
+    p.add_argument("--steps", type=positive_int, default=None, help="steps of every stage (default: the preset's)")
+    p.add_argument("--reconstruct", action="store_true", help="fit Gaussians to procedural views instead")
+    p.add_argument("--views", type=positive_int, default=24, help="procedural views for --reconstruct (default 24)")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     import time
 
-    from core.data.views import procedural_object, write_procedural_views
-    from core.pipelines.reconstruct import ReconstructConfig, reconstruct
-
-    out = args.out or run_folder_name("demo", "torus")
-    check_run_folder(out, resume=False)
-    cfg = load_job_config(ReconstructConfig, "reconstruct/gaussian", [*args.overrides, f"data={out / 'views'}"])
-    spec = procedural_object("torus", "orange", "shiny", "striped")
-    print(f"demo: rendering {args.views} views of '{spec.caption}' into {out / 'views'}")
-    write_procedural_views(out / "views", spec, args.views, size=max(cfg.width, cfg.height, 32))
     tic = time.perf_counter()
-    print_outputs(reconstruct(cfg, out))
+    if args.reconstruct:
+        from core.data.views import procedural_object, write_procedural_views
+        from core.pipelines.reconstruct import ReconstructConfig, reconstruct
+
+        out = args.out or run_folder_name("demo", "torus")
+        check_run_folder(out, resume=False)
+        overrides = [*args.overrides, f"data={out / 'views'}"] + ([f"steps={args.steps}"] if args.steps else [])
+        cfg = load_job_config(ReconstructConfig, "reconstruct/gaussian", overrides)
+        spec = procedural_object("torus", "orange", "shiny", "striped")
+        print(f"demo: rendering {args.views} views of '{spec.caption}' into {out / 'views'}")
+        write_procedural_views(out / "views", spec, args.views, size=max(cfg.width, cfg.height, 32))
+        paths = reconstruct(cfg, out)
+    else:
+        from core.pipelines.text_to_3d import TextTo3DConfig, generate
+        from core.priors.loading import PriorLoadError
+
+        cfg = load_job_config(TextTo3DConfig, "text_to_3d/gaussian_sds", args.overrides)
+        cfg.prompt = args.prompt
+        if args.steps is not None:
+            for stage in cfg.stages:
+                stage.steps = args.steps
+        out = args.out or run_folder_name("demo", args.prompt)
+        check_run_folder(out, resume=False)
+        print(f"demo: text-to-3D of '{args.prompt}' (text_to_3d/gaussian_sds, prior {cfg.prior.model}) into {out}")
+        try:
+            paths = generate(cfg, out)
+        except (PriorLoadError, ValueError) as e:
+            raise CLIError(str(e)) from None
+    print_outputs(paths)
     print(f"demo: done in {time.perf_counter() - tic:.0f} s; open {out / 'turntable' / 'turntable.mp4'}")
     return 0

@@ -66,8 +66,16 @@ def test_preset_runs_two_steps(name, tmp_path, request):
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2 * n_stages
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--views", "4", *TWO_STEPS]) == 0
+def test_demo_runs_text_to_3d_end_to_end(tmp_path, capsys, tiny_prior):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "2", f"prior.model={tiny_prior}",
+                 "turntable_frames=1", "turntable_size=16", "export=[ply]"]) == 0
+    out = capsys.readouterr().out
+    assert "text-to-3D of 'a red cube'" in out and "turntable.mp4" in out
+    assert (tmp_path / "demo" / "model.ply").is_file()
+
+
+def test_demo_reconstruct_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--reconstruct", "--out", str(tmp_path / "demo"), "--views", "4", *TWO_STEPS]) == 0
     out = capsys.readouterr().out
     assert "a shiny striped orange torus" in out and "turntable.mp4" in out
     assert (tmp_path / "demo" / "model.ply").is_file()
