@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from core.cameras import Cameras, spherical_cameras
-from core.data.procedural import COLORS, SHAPES, ProceduralWorld, make_caption, sample_spec
-from core.data.procedural import ProceduralWorldConfig
+from core.data.procedural import (COLOR_RGB, COLORS, SHAPES, ProceduralWorld, ProceduralWorldConfig, make_caption,
+                                  sample_spec)
 
 AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
 
@@ -38,7 +38,7 @@ def ddim_sample(prior, prompts: list[str], cameras: Cameras, steps: int = 40, gu
 
     out = []
     for i in range(0, len(prompts), batch):
-        cams = cameras[i:i + batch] if hasattr(cameras, "__getitem__") else cameras
+        cams = Cameras(cameras.c2w[i:i + batch], cameras.K[i:i + batch], cameras.width, cameras.height)
         cond = prior.condition(prompts[i:i + batch], cameras=cams)
         B = len(cond.embeds)
         scheduler = DDIMScheduler(num_train_timesteps=len(prior.alphas_cumprod), trained_betas=_betas(prior),
@@ -59,12 +59,9 @@ def _betas(prior) -> np.ndarray:
     return (1 - ac / torch.cat([ac.new_ones(1), ac[:-1]])).numpy()
 
 
-def _index(cameras: Cameras, idx) -> Cameras:
-    return Cameras(cameras.c2w[idx], cameras.K[idx], cameras.width, cameras.height)
-
-
-def eval_cameras(n_per_prompt: int, resolution: int, elevation: float = 15.0, radius: float = 2.5,
+def eval_cameras(n_per_prompt: int, elevation: float = 15.0, radius: float = 2.5,
                  fov: float = 45.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(elevation, azimuth, radius, fov_y) [n] of the first n of AZIMUTHS, inside the training ranges."""
     az = torch.tensor(AZIMUTHS[:n_per_prompt])
     n = len(az)
     return torch.full((n,), elevation), az, torch.full((n,), radius), torch.full((n,), fov)
@@ -82,22 +79,25 @@ def evaluate_prior(model: str, steps: int = 40, guidance_scale: float = 6.0, see
     t0 = time.time()
     prior = load(PriorConfig(model=model, device="cpu"))
     res = prior.resolution[0]
-    el, az, r, fov = eval_cameras(views, res)
+    el, az, r, fov = eval_cameras(views)
     pairs = [(c, s) for s in SHAPES for c in COLORS]
     prompts = [make_caption(s, c, "matte", "plain", material_word=False) for c, s in pairs for _ in range(len(az))]
     n = len(pairs)
     cams = spherical_cameras(el.repeat(n), az.repeat(n), r.repeat(n), fov.repeat(n), res, res)
     g = torch.Generator().manual_seed(seed)
-    images = ddim_sample(prior, prompts, _Indexable(cams), steps, guidance_scale, g)
+    images = ddim_sample(prior, prompts, cams, steps, guidance_scale, g)
     color_true = torch.tensor([COLORS.index(c) for c, _ in pairs]).repeat_interleave(len(az))
     shape_true = torch.tensor([SHAPES.index(s) for _, s in pairs]).repeat_interleave(len(az))
     color_pred, shape_pred, _ = classify(images)
     real = _real_renders(pairs, cams, res)
     real_color, real_shape, _ = classify(real)
     shape_hit = (shape_pred == shape_true).float()
+    color_hit = (color_pred == color_true).float()
     metrics = {
-        "color_accuracy": float((color_pred == color_true).float().mean()),
+        "color_accuracy": float(color_hit.mean()),
         "shape_accuracy": float(shape_hit.mean()),
+        "color_accuracy_by_color": {c: float(color_hit[color_true == i].mean()) for i, c in enumerate(COLORS)},
+        "color_mistakes": _mistakes(color_true, color_pred, COLORS),
         "shape_accuracy_by_shape": {s: float(shape_hit[shape_true == i].mean()) for i, s in enumerate(SHAPES)},
         "real_render_color_accuracy": float((real_color == color_true).float().mean()),
         "real_render_shape_accuracy": float((real_shape == shape_true).float().mean()),
@@ -109,14 +109,14 @@ def evaluate_prior(model: str, steps: int = 40, guidance_scale: float = 6.0, see
     return metrics
 
 
-class _Indexable:
-    """Cameras sliced by a range (ddim_sample batches prompts and cameras together)."""
-
-    def __init__(self, cameras: Cameras):
-        self.cameras = cameras
-
-    def __getitem__(self, sl) -> Cameras:
-        return _index(self.cameras, sl)
+def _mistakes(true: Tensor, pred: Tensor, names: list[str]) -> dict[str, int]:
+    """{"orange->yellow": count} over the misclassified samples."""
+    out: dict[str, int] = {}
+    for t, p in zip(true.tolist(), pred.tolist()):
+        if t != p:
+            key = f"{names[t]}->{names[p]}"
+            out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _real_renders(pairs, cams: Cameras, res: int) -> Tensor:
@@ -127,9 +127,7 @@ def _real_renders(pairs, cams: Cameras, res: int) -> Tensor:
     views = len(cams) // len(pairs)
     specs = []
     for k, (c, s) in enumerate(pairs):
-        base = sample_spec(10_000 + k, world.cfg)  # held-out seed: proportions and jitter only
-        from core.data.procedural import COLOR_RGB
-
+        base = sample_spec(10_000 + k, world.cfg)  # a classifier-training seed: proportions only
         spec = replace(base, shape=s, color=c, material="matte", pattern="plain", rgb=COLOR_RGB[c])
         specs += [spec] * views
     return world.render(specs, cams)[0]

@@ -223,7 +223,7 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
     bar = tqdm(desc="decoder", initial=step, disable=not progress)
     t0, last_ckpt = time.time() - elapsed, time.time()
     vae.decoder.train()
-    while not (state and state.get("done")) and time.time() - t0 < cfg.decoder_minutes * 60:
+    while time.time() - t0 < cfg.decoder_minutes * 60:  # a larger budget continues a finished run
         idx = torch.randint(len(images), (cfg.vae_batch,), generator=g)
         x = images[idx].float() / 127.5 - 1
         z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
@@ -346,6 +346,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     ema_te, ema_unet = copy.deepcopy(text_encoder).requires_grad_(False), copy.deepcopy(unet).requires_grad_(False)
     ema_params = list(ema_te.parameters()) + list(ema_unet.parameters())
     g = torch.Generator().manual_seed(cfg.seed + 2)
+    work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "unet.pt"
     state = _load_checkpoint(ckpt)
     step, elapsed, total = 0, 0.0, cfg.unet_steps
@@ -357,6 +358,8 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
         step, elapsed, total = state["step"], state["elapsed"], state["total"]
+        if cfg.unet_steps is not None:  # an explicit step count wins, e.g. to end a run early
+            total = max(cfg.unet_steps, step)
 
     def checkpoint():
         _save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
@@ -464,7 +467,12 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
     data = load_cache(render_cache(cache_dir, cfg.images, world, progress=progress))
     vae = train_vae(work, data["images"], cfg, mcfg, progress)
-    latents = encode_latents(vae, data["images"])
+    latents_path = work / "latents.pt"  # the encoder is frozen from here on: encode once
+    if latents_path.is_file():
+        latents = tuple(torch.load(latents_path))
+    else:
+        latents = encode_latents(vae, data["images"])
+        torch.save(latents, latents_path)
     tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
     text_encoder, unet = train_unet(work, latents, data, tokenizer, cfg, mcfg, vae.config.scaling_factor, progress)
     vae = finetune_decoder(work, vae, latents, data["images"], cfg, progress)
@@ -511,6 +519,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=32 * SHARD)
     p.add_argument("--minutes", type=float, default=40.0, help="wall time of the UNet phase")
     p.add_argument("--steps", type=int, default=None, help="fixed UNet steps instead of --minutes")
+    p.add_argument("--decoder-minutes", type=float, default=TrainConfig.decoder_minutes,
+                   help="total wall time of the decoder fine-tune (raise it to continue a finished one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="delete checkpoints and start over")
     a = p.parse_args(argv)
@@ -523,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     t0 = time.time()
     out = train_text_prior(a.out, a.minutes, a.steps, a.seed, not a.no_resume, a.cache_dir,
-                           TrainConfig(images=a.images))
+                           TrainConfig(images=a.images, decoder_minutes=a.decoder_minutes))
     print(f"saved {out} after {(time.time() - t0) / 60:.1f} min")
 
 

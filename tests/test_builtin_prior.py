@@ -1,0 +1,142 @@
+"""The built-in text-and-camera prior (core/priors/builtin/text): it loads through the one
+public loader, samples, refuses words it does not know, and drives score distillation."""
+
+import pytest
+import torch
+
+from core.cameras import orbit_cameras
+from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
+from core.priors import PriorConfig, load
+from core.priors.builtin import TEXT_PRIOR
+from core.priors.builtin.text_model import build_tokenizer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def prior():
+    if not (TEXT_PRIOR / "unet").is_dir():
+        pytest.fail(f"the built-in prior's weights are missing from {TEXT_PRIOR}; "
+                    "train them with `python -m core.priors.builtin.train text`")
+    return load(PriorConfig(model="builtin:text", device="cpu", latent="mean"))
+
+
+def cameras(n=2):
+    return orbit_cameras(n, elevation_deg=15.0, radius=2.5, width=SIZE, height=SIZE)
+
+
+def test_loads_as_a_stable_diffusion_folder_with_camera_conditioning(prior):
+    assert prior.resolution == (SIZE, SIZE)
+    assert prior.camera_dim == prior.unet.config.projection_class_embeddings_input_dim
+    cond = prior.condition("a red cube", cameras=cameras(2))
+    assert cond.camera.shape == (2, prior.camera_dim)
+    assert cond.extras["prompts"] == ["a red cube, front view", "a red cube, back view"]
+    # every caption and view word is one known token
+    ids = prior.tokenizer(" ".join(CAPTION_WORDS + VIEW_WORDS), add_special_tokens=False).input_ids
+    assert len(ids) == len(CAPTION_WORDS + VIEW_WORDS) and prior.tokenizer.unk_token_id not in ids
+
+
+def test_four_step_ddim_sample_has_the_right_shape_and_range(prior):
+    from core.priors.builtin.evaluate import ddim_sample
+
+    g = torch.Generator().manual_seed(0)
+    images = ddim_sample(prior, ["a red cube", "a blue sphere"], cameras(2), steps=4, generator=g)
+    assert images.shape == (2, 3, SIZE, SIZE)
+    assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    assert float(images.std()) > 0.01  # not a constant image
+    # the prompt matters, even after 4 steps: "red" comes out redder (R - B) than "blue"
+    redness = (images[:, 0] - images[:, 2]).mean(dim=(1, 2))
+    assert float(redness[0] - redness[1]) > 0.02, redness
+
+
+def test_a_word_outside_the_vocabulary_is_a_clear_error(prior):
+    with pytest.raises(ValueError) as info:
+        prior.condition("a red dragon", cameras=cameras(1))
+    message = str(info.value)
+    assert "'dragon'" in message and "'red'" not in message.split("It knows")[0]
+    assert "cube" in message.split("It knows")[1]  # the vocabulary is listed
+    assert "stabilityai/stable-diffusion-2-1-base" in message
+
+
+def test_open_vocabulary_tokenizers_accept_any_word(tmp_path):
+    """CLIP's byte-level BPE never yields its unknown token, so real checkpoints never raise."""
+    from core.priors.tiny import build_tiny_stable_diffusion
+
+    repo = build_tiny_stable_diffusion(tmp_path / "sd", sample_size=SIZE)
+    sd = load(PriorConfig(model=str(repo), device="cpu", view_dependent_prompt=False))
+    cond = sd.condition("a dragon made of 3 zebras!", cameras=cameras(1))
+    assert cond.embeds.shape[0] == 1
+
+
+def test_tokenizer_maps_unknown_words_to_its_unknown_token():
+    tok = build_tokenizer()
+    ids = tok("A Red cube, front view", add_special_tokens=False).input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["a", "red", "cube", ",", "front", "view"]
+    assert tok("zebra", add_special_tokens=False).input_ids == [tok.unk_token_id]
+
+
+def test_one_sds_step_moves_a_gaussian_scene(prior):
+    from core.distill import ObjectiveConfig, build
+    from renderers.gaussian.scene import GaussianConfig, GaussianScene
+
+    scene = GaussianScene(GaussianConfig(num_points=300, backend="torch", seed=0))
+    optimizer = torch.optim.Adam(scene.param_groups(), eps=1e-15)
+    before = {k: v.detach().clone() for k, v in scene.params.items()}
+    cams = cameras(2)
+    objective = build(ObjectiveConfig(kind="sds", guidance_scale=7.5), prior)
+    loss, stats = objective(scene.render(cams), prior.condition("a red cube", cameras=cams), progress=0.3,
+                            cameras=cams, generator=torch.Generator().manual_seed(0))
+    optimizer.zero_grad()
+    loss.backward()
+    for name, p in scene.params.items():
+        assert torch.isfinite(p.grad).all(), name
+    optimizer.step()
+    moved = {k: float((scene.params[k].detach() - v).abs().max()) for k, v in before.items()}
+    assert moved["sh0"] > 1e-4 and moved["means"] > 1e-5, moved
+    assert stats["grad_norm"] > 0
+
+
+def _tiny_run(work, monkeypatch=None, fail_at=None):
+    """4 UNet steps of a small model on random latents, checkpointing every step; with
+    `fail_at` the run dies (like a killed job) when it reaches that step."""
+    import core.priors.builtin.train as train
+    from core.priors.builtin.text_model import TextPriorConfig
+
+    cfg = train.TrainConfig(unet_steps=4, batch=4, warmup_steps=2, checkpoint_minutes=0.0, seed=3,
+                            model=dict(unet_channels=(32, 32), text_dim=32, attention_head_dim=8))
+    mcfg = TextPriorConfig(**cfg.model)
+    g = torch.Generator().manual_seed(0)
+    n = 8
+    latents = (torch.randn(n, 8, 8, 8, generator=g), torch.full((n, 8, 8, 8), 0.1))
+    data = {"captions": ["a red cube", "a blue sphere"] * (n // 2),
+            "cameras": torch.tensor([[20.0, 30.0 * i, 2.5, 45.0] for i in range(n)])}
+    if fail_at is not None:
+        real_lr = train._lr
+
+        def dying_lr(step, total, c):
+            if step == fail_at:
+                raise KeyboardInterrupt
+            return real_lr(step, total, c)
+
+        monkeypatch.setattr(train, "_lr", dying_lr)
+    tok = build_tokenizer(max_tokens=mcfg.max_tokens)
+    return train.train_unet(work, latents, data, tok, cfg, mcfg, scaling_factor=1.0, progress=False)
+
+
+def test_unet_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
+    _, reference = _tiny_run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(tmp_path / "killed", monkeypatch, fail_at=2)
+    monkeypatch.undo()
+    at_kill = torch.load(tmp_path / "killed" / "unet.pt", weights_only=False)
+    assert at_kill["step"] == 2
+    import core.priors.builtin.train as train
+
+    steps_run, real_lr = [], train._lr
+    monkeypatch.setattr(train, "_lr", lambda step, total, c: steps_run.append(step) or real_lr(step, total, c))
+    _, resumed = _tiny_run(tmp_path / "killed")
+    assert steps_run == [2, 3]  # continued from the checkpoint, did not start over
+    ref, res = reference.state_dict(), resumed.state_dict()
+    assert not torch.equal(at_kill["ema_unet"]["conv_in.weight"], res["conv_in.weight"])  # it went on
+    for k in ref:
+        assert torch.equal(ref[k], res[k]), k
