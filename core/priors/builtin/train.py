@@ -1,13 +1,14 @@
 """Training the built-in text-and-camera prior on the procedural world.
 
-    python -m core.priors.builtin.train text --out core/priors/builtin/text --minutes 45
+    python -m core.priors.builtin.train text --out core/priors/builtin/text --steps 1700 --decoder-minutes 16
 
-Three phases, each resumable from checkpoints in the cache folder (never committed):
+Four phases, each resumable from checkpoints in the cache folder (never committed);
+re-running the command continues where a killed run stopped (docs/builtin_prior.md):
 
 1. render: procedural objects (seeds PRIOR_SEED_START + i) into a cache of uint8 shards.
-   Rendering costs ~16 ms an image on one thread, as much as a UNet step on a whole batch
-   would allow, so images are rendered once and reused rather than rendered per step.
-2. vae: a small AutoencoderKL (32 px -> 16x16x4), reconstruction + tiny KL.
+   Rendering measured ~16 ms an image on one thread, about 1 s per batch of 64, the same
+   order as a UNet step, so images are rendered once and reused rather than per step.
+2. vae: a small AutoencoderKL (32 px -> 8x8x8), reconstruction + tiny KL.
 3. unet: text encoder + UNet trained jointly on the VAE's latents, v-prediction with Min-SNR
    weighting, caption dropout for classifier-free guidance, EMA weights.
 4. decoder: the VAE decoder alone, sharpened on the frozen encoder's latents.
