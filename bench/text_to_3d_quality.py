@@ -57,7 +57,7 @@ def main() -> None:
 
     rows = []
     for colour, shape in PROMPTS[: args.prompts]:
-        prompt = f"a {colour} {shape}"
+        prompt = f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
         cfg = load_config(TextTo3DConfig, resolve_preset(args.preset),
                           [*args.override, f"seed={args.seed}", "export=[ply]", "turntable_frames=0"])
         cfg.prompt = prompt
