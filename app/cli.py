@@ -14,7 +14,8 @@ import sys
 from typing import Callable, Sequence
 
 from app.cli_assets import add_export_command, add_render_command
-from app.cli_jobs import add_batch_command, add_demo_command, add_generate_command, add_reconstruct_command
+from app.cli_jobs import (add_batch_command, add_demo_command, add_generate_command, add_reconstruct_command,
+                          add_train_prior_command)
 from app.cli_options import CLIError
 
 
@@ -29,8 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Subcommands in --help order.
 COMMANDS: list[Callable] = [add_generate_command, add_batch_command, add_demo_command, add_reconstruct_command,
-                             add_render_command,
-                             add_export_command]
+                             add_render_command, add_export_command, add_train_prior_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

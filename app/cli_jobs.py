@@ -145,6 +145,26 @@ def run_batch_command(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def add_train_prior_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-prior", help="train the built-in procedural-world prior (CPU, resumable)",
+        description="Train the built-in text prior on the procedural world: render cache, VAE, text encoder + "
+                    "UNet, decoder fine-tune; one thread, checkpoints in --cache-dir, resumes by default. "
+                    "Options after WHAT go to the trainer (see `scorelift train-prior text --help`).",
+    )
+    p.add_argument("what", choices=("text", "render", "export"),
+                   help="text: train; render: only the image cache; export: save the latest checkpoint's weights")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="trainer options (--minutes, --steps, --out, ...)")
+    p.set_defaults(func=run_train_prior)
+
+
+def run_train_prior(args: argparse.Namespace) -> int:
+    from core.priors.builtin.train import main as train_main
+
+    train_main([args.what, *args.options])
+    return 0
+
+
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the built-in demo: text-to-3D of 'a red cube' on the built-in prior (CPU, no download)",

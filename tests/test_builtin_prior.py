@@ -140,3 +140,13 @@ def test_unet_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
     assert not torch.equal(at_kill["ema_unet"]["conv_in.weight"], res["conv_in.weight"])  # it went on
     for k in ref:
         assert torch.equal(ref[k], res[k]), k
+
+
+def test_train_prior_command_passes_its_options_to_the_trainer(monkeypatch):
+    import core.priors.builtin.train as train
+    from app.cli import main
+
+    seen = []
+    monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
+    assert main(["train-prior", "text", "--minutes", "40", "--seed", "3"]) == 0
+    assert seen == [["text", "--minutes", "40", "--seed", "3"]]

@@ -513,9 +513,10 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Train the built-in procedural-world prior.")
+    p = argparse.ArgumentParser(prog="scorelift train-prior", description="Train the built-in procedural-world prior.")
     p.add_argument("what", choices=["text", "render", "export"])
-    p.add_argument("--out", default="core/priors/builtin/text")
+    p.add_argument("--out", default=str(Path(__file__).with_name("text")), help="where the prior is saved "
+                   "(default: the package's built-in prior folder)")
     p.add_argument("--cache-dir", default="/tmp/scorelift-cache")
     p.add_argument("--images", type=int, default=32 * SHARD)
     p.add_argument("--minutes", type=float, default=40.0, help="wall time of the UNet phase")
