@@ -109,11 +109,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """The global torch, numpy and Python RNG states (for exact resume)."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -146,7 +147,7 @@ def save_checkpoint(folder: RunFolder, stage: Stage, step: int) -> Path:
         "scene": stage.scene.state_dict(),
         "optimizer": stage.optimizer.state_dict(),
         "stateful": {k: v.state_dict() for k, v in stage.stateful.items()},
-        "rng": _rng_state(),
+        "rng": rng_state(),
     }
     return save_torch(folder.checkpoint(stage.name), state)
 
@@ -164,7 +165,7 @@ def load_checkpoint(folder: RunFolder, stage: Stage) -> int:
     stage.optimizer.load_state_dict(state["optimizer"])
     for k, v in stage.stateful.items():
         v.load_state_dict(state["stateful"][k])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return int(state["step"])
 
 

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
+from core.io import save_torch
+from core.runner import rng_state, set_rng_state
 
 SHARD = 1024
 
@@ -88,27 +89,15 @@ def load_cache(paths: list[Path]) -> dict:
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({**state, "rng": _rng_state()}, tmp)
-    tmp.replace(path)  # a checkpoint is replaced whole: a kill mid-write keeps the previous one
+    save_torch(path, {**state, "rng": rng_state()})  # atomic: a kill mid-write keeps the previous one
 
 
 def _load_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return state
 
 
