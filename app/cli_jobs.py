@@ -71,7 +71,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if args.prompt is not None and "=" in args.prompt and args.image is not None:
         args.overrides, args.prompt = [args.prompt, *args.overrides], None  # `generate --image x k=v`
-    if args.image is None and (args.prompt is None or not args.prompt.strip()):
+    from_preset = args.prompt is not None and args.prompt.endswith((".yaml", ".yml")) and args.config is None
+    if from_preset:  # `scorelift generate configs/x.yaml key=value ...`: the preset (or prompt=) holds the prompt
+        args.config, args.prompt = args.prompt, None
+    if args.image is None and not from_preset and (args.prompt is None or not args.prompt.strip()):
         raise CLIError('the prompt is empty: say what to generate, e.g. scorelift generate "a red cube" '
                        "(or give --image photo.png)")
     overrides = list(args.overrides)
@@ -88,8 +91,11 @@ def run_generate(args: argparse.Namespace) -> int:
         name, job = args.image.stem, image_to_3d
     else:
         cfg = load_job_config(TextTo3DConfig, args.config or "text_to_3d/gaussian_sds", overrides)
-        cfg.prompt = args.prompt
-        name, job = args.prompt, generate
+        if args.prompt is not None:
+            cfg.prompt = args.prompt
+        if not cfg.prompt.strip():
+            raise CLIError(f"{args.config} sets no prompt: add prompt=\"a red cube\" or give the prompt first")
+        name, job = cfg.prompt, generate
     if args.steps is not None:
         for stage in cfg.stages:
             stage.steps = args.steps

@@ -101,3 +101,16 @@ def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path):
     generate(cfg, tmp_path / "run")
     records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(0.0 <= r["normal_guidance"] <= 2.0 for r in records)
+
+
+def test_generate_takes_a_yaml_preset_holding_the_prompt(tiny_prior, tmp_path, capsys):
+    preset = tmp_path / "x.yaml"
+    preset.write_text(resolve_preset("text_to_3d/gaussian_sds").read_text() + "\nprompt: a blue cone\n")
+    out = tmp_path / "run"
+    assert main(["generate", str(preset), f"prior.model={tiny_prior}", "stages.0.steps=2", "turntable_frames=0",
+                 "export=[ply]", "gaussian.num_points=100", "--out", str(out)]) == 0
+    assert "generating 'a blue cone'" in capsys.readouterr().out
+    assert (out / "model.ply").is_file()
+    (tmp_path / "empty.yaml").write_text("seed: 1\n")
+    assert main(["generate", str(tmp_path / "empty.yaml"), "--out", str(tmp_path / "e")]) == 2
+    assert "sets no prompt" in capsys.readouterr().err
