@@ -93,6 +93,17 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     save_torch(path, {**state, "rng": rng_state()})  # atomic: a kill mid-write keeps the previous one
 
 
+def _restore(state: dict | None, model, optimizer, generator: torch.Generator) -> tuple[int, float]:
+    """Load a VAE/decoder phase's model, optimiser and data generator from its checkpoint
+    `state`; returns (step, elapsed seconds), (0, 0.0) when there is none."""
+    if state is None:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["opt"])
+    generator.set_state(state["generator"])
+    return state["step"], state["elapsed"]
+
+
 def _load_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -143,12 +154,7 @@ def train_vae(work: Path, images: Tensor, cfg: TrainConfig, mcfg, progress: bool
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     g = torch.Generator().manual_seed(cfg.seed)
     state = _load_checkpoint(ckpt)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["generator"])
-        step, elapsed = state["step"], state["elapsed"]
+    step, elapsed = _restore(state, vae, opt, g)
     log = (work / "vae_loss.jsonl").open("a")
     bar = tqdm(desc="vae", initial=step, disable=not progress)
     t0, last_ckpt = time.time() - elapsed, time.time()
@@ -202,12 +208,7 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
     opt = torch.optim.Adam(params, lr=cfg.vae_lr / 2)
     g = torch.Generator().manual_seed(cfg.seed + 3)
     state = _load_checkpoint(ckpt)
-    step, elapsed = 0, 0.0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["generator"])
-        step, elapsed = state["step"], state["elapsed"]
+    step, elapsed = _restore(state, vae, opt, g)
     mean, std = latents
     log = (work / "decoder_loss.jsonl").open("a")
     bar = tqdm(desc="decoder", initial=step, disable=not progress)
