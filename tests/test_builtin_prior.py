@@ -111,14 +111,14 @@ def _tiny_run(work, monkeypatch=None, fail_at=None):
     data = {"captions": ["a red cube", "a blue sphere"] * (n // 2),
             "cameras": torch.tensor([[20.0, 30.0 * i, 2.5, 45.0] for i in range(n)])}
     if fail_at is not None:
-        real_lr = train._lr
+        real_lr = train.lr_at_step
 
         def dying_lr(step, total, c):
             if step == fail_at:
                 raise KeyboardInterrupt
             return real_lr(step, total, c)
 
-        monkeypatch.setattr(train, "_lr", dying_lr)
+        monkeypatch.setattr(train, "lr_at_step", dying_lr)
     tok = build_tokenizer(max_tokens=mcfg.max_tokens)
     return train.train_unet(work, latents, data, tok, cfg, mcfg, scaling_factor=1.0, progress=False)
 
@@ -132,8 +132,8 @@ def test_unet_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
     assert at_kill["step"] == 2
     import core.priors.builtin.train as train
 
-    steps_run, real_lr = [], train._lr
-    monkeypatch.setattr(train, "_lr", lambda step, total, c: steps_run.append(step) or real_lr(step, total, c))
+    steps_run, real_lr = [], train.lr_at_step
+    monkeypatch.setattr(train, "lr_at_step", lambda step, total, c: steps_run.append(step) or real_lr(step, total, c))
     _, resumed = _tiny_run(tmp_path / "killed")
     assert steps_run == [2, 3]  # continued from the checkpoint, did not start over
     ref, res = reference.state_dict(), resumed.state_dict()

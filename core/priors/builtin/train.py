@@ -20,32 +20,22 @@ One CPU thread throughout: two busy processes with two threads each ran 20-30x s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
-from core.io import save_torch
-from core.runner import rng_state, set_rng_state
-
-SHARD = 1024
+from core.priors.builtin.training import (SHARD, StepTracker, encode_latents, load_checkpoint, lr_at_step,
+                                          optimizer_step, restore, save_checkpoint, v_prediction_loss, world_key,
+                                          write_shards)
 
 
 # -- phase 1: the image cache ---------------------------------------------------------------
-
-
-def _world_key(cfg: ProceduralWorldConfig) -> str:
-    from core.config import to_dict
-
-    return hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | None = None,
@@ -54,15 +44,12 @@ def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | 
     shards only) and return the shard paths. A shard holds images uint8 [n,3,H,W],
     cameras [n,4] (elevation, azimuth, radius, fov_y in degrees), captions, colour/shape labels.
     """
-    from tqdm import tqdm
-
     world = world or ProceduralWorld()
-    root = Path(cache_dir) / f"world_{_world_key(world.cfg)}"
+    root = Path(cache_dir) / f"world_{world_key(world.cfg)}"
     root.mkdir(parents=True, exist_ok=True)
     paths = [root / f"shard_{first_seed + i}.pt" for i in range(0, n_images, SHARD)]
-    todo = [p for p in paths if not p.is_file()]
-    for path in tqdm(todo, desc="rendering shards", disable=not progress):
-        start = int(path.stem.split("_")[1])
+
+    def make_shard(start: int) -> dict:
         images, cams, captions, colors, shapes = [], [], [], [], []
         for s in range(start, start + SHARD, 256):
             b = world.sample(s, 256)
@@ -71,10 +58,10 @@ def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | 
             captions += b.captions
             colors.append(b.labels["color"])
             shapes.append(b.labels["shape"])
-        tmp = path.with_suffix(".tmp")
-        torch.save({"images": torch.cat(images), "cameras": torch.cat(cams), "captions": captions,
-                    "color": torch.cat(colors), "shape": torch.cat(shapes)}, tmp)
-        tmp.rename(path)  # a shard appears whole or not at all
+        return {"images": torch.cat(images), "cameras": torch.cat(cams), "captions": captions,
+                "color": torch.cat(colors), "shape": torch.cat(shapes)}
+
+    write_shards(paths, make_shard, "rendering shards", progress)
     return paths
 
 
@@ -84,32 +71,6 @@ def load_cache(paths: list[Path]) -> dict:
     return {"images": torch.cat([p["images"] for p in parts]), "cameras": torch.cat([p["cameras"] for p in parts]),
             "captions": [c for p in parts for c in p["captions"]],
             "color": torch.cat([p["color"] for p in parts]), "shape": torch.cat([p["shape"] for p in parts])}
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    save_torch(path, {**state, "rng": rng_state()})  # atomic: a kill mid-write keeps the previous one
-
-
-def _restore(state: dict | None, model, optimizer, generator: torch.Generator) -> tuple[int, float]:
-    """Load a VAE/decoder phase's model, optimiser and data generator from its checkpoint
-    `state`; returns (step, elapsed seconds), (0, 0.0) when there is none."""
-    if state is None:
-        return 0, 0.0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["opt"])
-    generator.set_state(state["generator"])
-    return state["step"], state["elapsed"]
-
-
-def _load_checkpoint(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, weights_only=False)
-    set_rng_state(state["rng"])
-    return state
 
 
 @dataclass
@@ -153,8 +114,8 @@ def train_vae(work: Path, images: Tensor, cfg: TrainConfig, mcfg, progress: bool
     vae = build_vae(mcfg)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     g = torch.Generator().manual_seed(cfg.seed)
-    state = _load_checkpoint(ckpt)
-    step, elapsed = _restore(state, vae, opt, g)
+    state = load_checkpoint(ckpt)
+    step, elapsed = restore(state, vae, opt, g)
     log = (work / "vae_loss.jsonl").open("a")
     bar = tqdm(desc="vae", initial=step, disable=not progress)
     t0, last_ckpt = time.time() - elapsed, time.time()
@@ -179,16 +140,16 @@ def train_vae(work: Path, images: Tensor, cfg: TrainConfig, mcfg, progress: bool
                                   "seconds": round(time.time() - t0, 1)}) + "\n")
             log.flush()
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
-                                    "step": step, "elapsed": time.time() - t0})
+            save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                                   "step": step, "elapsed": time.time() - t0})
             last_ckpt = time.time()
     vae.eval()
     with torch.no_grad():
         mean = vae.encode(images[:1024].float() / 127.5 - 1).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / mean.std()))
-    _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
-                            "step": step, "elapsed": time.time() - t0, "done": True,
-                            "scaling_factor": vae.config.scaling_factor})
+    save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                           "step": step, "elapsed": time.time() - t0, "done": True,
+                           "scaling_factor": vae.config.scaling_factor})
     return vae
 
 
@@ -207,8 +168,8 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
     params = [p for m in decoder for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.vae_lr / 2)
     g = torch.Generator().manual_seed(cfg.seed + 3)
-    state = _load_checkpoint(ckpt)
-    step, elapsed = _restore(state, vae, opt, g)
+    state = load_checkpoint(ckpt)
+    step, elapsed = restore(state, vae, opt, g)
     mean, std = latents
     log = (work / "decoder_loss.jsonl").open("a")
     bar = tqdm(desc="decoder", initial=step, disable=not progress)
@@ -231,23 +192,12 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
             log.write(json.dumps({"step": step, "mse": mse.item(), "seconds": round(time.time() - t0, 1)}) + "\n")
             log.flush()
         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
-                                    "step": step, "elapsed": time.time() - t0})
+            save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                                   "step": step, "elapsed": time.time() - t0})
             last_ckpt = time.time()
-    _save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
-                            "step": step, "elapsed": time.time() - t0, "done": True})
+    save_checkpoint(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "generator": g.get_state(),
+                           "step": step, "elapsed": time.time() - t0, "done": True})
     return vae.eval()
-
-
-@torch.no_grad()
-def encode_latents(vae, images: Tensor, batch: int = 256) -> tuple[Tensor, Tensor]:
-    """Posterior mean and std of uint8 images [N,3,H,W] -> each [N,C,h,w], unscaled."""
-    means, stds = [], []
-    for i in range(0, len(images), batch):
-        post = vae.encode(images[i:i + batch].float() / 127.5 - 1).latent_dist
-        means.append(post.mean)
-        stds.append(post.std)
-    return torch.cat(means), torch.cat(stds)
 
 
 # -- phase 3: text encoder + UNet ----------------------------------------------------------------
@@ -287,35 +237,11 @@ class CaptionSampler:
         return torch.stack([self._ids[p] for p in prompts])
 
 
-def v_target(x0: Tensor, noise: Tensor, a: Tensor) -> Tensor:
-    # Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
-
-
-def min_snr_weight(a: Tensor, gamma: float) -> Tensor:
-    # Hang et al. 2023 (Min-SNR), for a v-prediction loss: min(SNR, gamma) / (SNR + 1)
-    snr = a / (1 - a)
-    return snr.clamp(max=gamma) / (snr + 1)
-
-
-def _lr(step: int, total: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, flat, cosine decay to 10% over the last 40% of the steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    start = int(0.6 * total)
-    if step < start:
-        return cfg.lr
-    frac = min(1.0, (step - start) / max(1, total - start))
-    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
-
-
 def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer, cfg: TrainConfig, mcfg,
                scaling_factor: float, progress: bool = True):
     """Train (or resume) text encoder + UNet on latents (mean, std) [N,C,h,w] with the cache's
     captions and cameras. Returns the EMA (text_encoder, unet) in eval mode."""
     import copy
-
-    from tqdm import tqdm
 
     from core.priors.builtin.text_model import build_scheduler, build_text_encoder, build_unet
     from core.priors.stable_diffusion import camera_features
@@ -339,7 +265,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     g = torch.Generator().manual_seed(cfg.seed + 2)
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "unet.pt"
-    state = _load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt)
     step, elapsed, total = 0, 0.0, cfg.unet_steps
     if state is not None:
         text_encoder.load_state_dict(state["text_encoder"])
@@ -353,14 +279,12 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
             total = max(cfg.unet_steps, step)
 
     def checkpoint():
-        _save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
-                                "ema_text_encoder": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
-                                "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
-                                "elapsed": time.time() - t0, "total": total})
+        save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
+                               "ema_text_encoder": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
+                               "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
+                               "elapsed": tracker.elapsed(), "total": total})
 
-    log = (work / "unet_loss.jsonl").open("a")
-    bar = tqdm(desc="unet", initial=step, total=total, disable=not progress)
-    t0, last_ckpt, window = time.time() - elapsed, time.time(), []
+    tracker = StepTracker(work / "unet_loss.jsonl", "unet", step, total, elapsed, cfg.checkpoint_minutes, progress)
     text_encoder.train()
     unet.train()
     while total is None or step < total:
@@ -373,34 +297,11 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         out = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0], class_labels=camera[idx]).sample
-        per_sample = ((out - v_target(x0, noise, a)) ** 2).mean(dim=(1, 2, 3))
-        loss = (min_snr_weight(a.flatten(), cfg.min_snr_gamma) * per_sample).mean()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, total or 10**9, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        loss = v_prediction_loss(out, x0, noise, a, cfg.min_snr_gamma)
+        lr = lr_at_step(step, total or 10**9, cfg)
+        optimizer_step(loss, opt, params, lr, ema_params, step, cfg.ema_decay)
         step += 1
-        bar.update()
-        window.append(loss.item())
-        if step == 20 and total is None:
-            # fix the schedule's length from the measured step time (stored in checkpoints)
-            per_step = (time.time() - t0) / 20
-            total = max(step + 1, int(cfg.unet_minutes * 60 / per_step))
-            bar.total = total
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(window):.4f}")
-            log.write(json.dumps({"step": step, "loss": float(np.mean(window)), "lr": opt.param_groups[0]["lr"],
-                                  "seconds": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
-            window = []
-        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-            checkpoint()
-            last_ckpt = time.time()
+        total = tracker.after_step(step, loss.item(), lr, cfg.unet_minutes * 60, checkpoint)
     checkpoint()
     return ema_te.eval(), ema_unet.eval()
 
