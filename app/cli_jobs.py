@@ -154,12 +154,14 @@ def run_batch_command(args: argparse.Namespace) -> int:
 def add_train_prior_command(subparsers) -> None:
     p = subparsers.add_parser(
         "train-prior", help="train the built-in procedural-world prior (CPU, resumable)",
-        description="Train the built-in text prior on the procedural world: render cache, VAE, text encoder + "
-                    "UNet, decoder fine-tune; one thread, checkpoints in --cache-dir, resumes by default. "
-                    "Options after WHAT go to the trainer (see `scorelift train-prior text --help`).",
+        description="Train a built-in prior on the procedural world. text: render cache, VAE, text encoder + "
+                    "UNet, decoder fine-tune; zero123: pair cache, image encoder + camera projection + UNet on the "
+                    "text prior's VAE. One thread, checkpoints in --cache-dir, resumes by default. Options after "
+                    "WHAT go to the trainer (see `scorelift train-prior text --help`, `... zero123 --help`).",
     )
-    p.add_argument("what", choices=("text", "render", "export"),
-                   help="text: train; render: only the image cache; export: save the latest checkpoint's weights")
+    p.add_argument("what", choices=("text", "render", "export", "zero123"),
+                   help="text: train the text prior; render: only its image cache; export: save its latest "
+                        "checkpoint's weights; zero123: train the Zero123 prior (--export, --render-only)")
     p.add_argument("options", nargs=argparse.REMAINDER, help="trainer options (--minutes, --steps, --out, ...)")
     p.set_defaults(func=run_train_prior)
 

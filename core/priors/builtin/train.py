@@ -2,6 +2,8 @@
 
     python -m core.priors.builtin.train text --out core/priors/builtin/text --steps 1700 --decoder-minutes 16
 
+(`python -m core.priors.builtin.train zero123 ...` trains the Zero123 prior: train_zero123.py.)
+
 Four phases, each resumable from checkpoints in the cache folder (never committed);
 re-running the command continues where a killed run stopped (docs/builtin_prior.md):
 
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -30,9 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
-from core.priors.builtin.training import (SHARD, StepTracker, encode_latents, load_checkpoint, lr_at_step,
-                                          optimizer_step, restore, save_checkpoint, v_prediction_loss, world_key,
-                                          write_shards)
+from core.priors.builtin.training import (SHARD, DiffusionTrainConfig, StepTracker, encode_latents, load_checkpoint,
+                                          lr_at_step, optimizer_step, restore, save_checkpoint, v_prediction_loss,
+                                          world_key, write_shards)
 
 
 # -- phase 1: the image cache ---------------------------------------------------------------
@@ -74,8 +77,8 @@ def load_cache(paths: list[Path]) -> dict:
 
 
 @dataclass
-class TrainConfig:
-    """Phase budgets and optimiser settings. `unet_steps` None: as many steps as fit in
+class TrainConfig(DiffusionTrainConfig):
+    """Phase budgets and settings. `unet_steps` None: as many steps as fit in
     `unet_minutes`, fixed after 20 timed steps and stored in the checkpoint (so a resumed run
     keeps its schedule); pass steps to reproduce a run exactly."""
 
@@ -87,16 +90,8 @@ class TrainConfig:
     decoder_minutes: float = 8.0
     unet_minutes: float = 40.0
     unet_steps: int | None = None
-    batch: int = 64
-    lr: float = 5e-4
-    warmup_steps: int = 100
-    min_snr_gamma: float = 5.0
     p_drop_caption: float = 0.1
     p_view_suffix: float = 0.8
-    ema_decay: float = 0.997
-    checkpoint_minutes: float = 3.0
-    seed: int = 0
-    model: dict = field(default_factory=dict)
 
 
 # -- phase 2: VAE -----------------------------------------------------------------------------
@@ -404,8 +399,15 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["zero123"]:  # the image prior has its own options
+        from core.priors.builtin.train_zero123 import main as zero123_main
+
+        return zero123_main(argv[1:])
     p = argparse.ArgumentParser(prog="scorelift train-prior", description="Train the built-in procedural-world prior.")
-    p.add_argument("what", choices=["text", "render", "export"])
+    p.add_argument("what", choices=["text", "render", "export", "zero123"],
+                   help="text: train the text prior; render: only its image cache; export: save its latest "
+                        "checkpoint; zero123: train the Zero123 prior (`zero123 --help` for its options)")
     p.add_argument("--out", default=str(Path(__file__).with_name("text")), help="where the prior is saved "
                    "(default: the package's built-in prior folder)")
     p.add_argument("--cache-dir", default="/tmp/scorelift-cache")

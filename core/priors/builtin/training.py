@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,21 @@ def restore(state: dict | None, model, optimizer, generator: torch.Generator) ->
 
 
 # -- diffusion training -----------------------------------------------------------------------
+
+
+@dataclass
+class DiffusionTrainConfig:
+    """Optimiser settings of a diffusion phase (AdamW, `lr_at_step`, Min-SNR gamma, EMA),
+    its checkpoint interval, seed and model sizes (the prior's architecture config)."""
+
+    batch: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.997
+    checkpoint_minutes: float = 3.0
+    seed: int = 0
+    model: dict = field(default_factory=dict)
 
 
 def lr_at_step(step: int, total: int, cfg) -> float:
