@@ -205,3 +205,33 @@ def test_one_step_on_a_rendered_gaussian_scene_moves_it(repos, kind):
     assert stats["image_grad_norm_after"] <= stats["image_grad_norm_before"] + 1e-9
     if kind != "sds":
         assert stats["lora_loss"] > 0
+
+
+def test_image_space_target_is_the_decoded_latent_target_and_skips_the_encoder(repos):
+    """target_space="image": d loss / d image = (image - D(x0 - g)) / B with the same g as the
+    latent path, at the render's resolution, and the encoder is never differentiated."""
+    prior = make_prior(repos)
+    cond = prior.condition(["a red cube", "a red cube"], cameras=None)
+    base = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))   # not the prior's 32 px
+    grads = {}
+    for space in ("latent", "image"):
+        image = base.clone().requires_grad_(True)
+        objective = build(ObjectiveConfig(kind="sds", guidance_scale=7.5, target_space=space), prior)
+        calls = []
+        hook = prior.vae.encoder.register_full_backward_hook(lambda *a: calls.append(1))
+        loss, _ = objective(image, cond, 0.5, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        hook.remove()
+        grads[space] = (image.grad, objective.last_grad, calls)
+    image_grad, g, calls = grads["image"]
+    assert not calls and grads["latent"][2], "only the latent path differentiates the encoder"
+    assert torch.equal(g, grads["latent"][1]), "same direction g on both paths"
+    with torch.no_grad():
+        target = torch.nn.functional.interpolate(prior.decode(prior.encode(base) - g), (48, 48),
+                                                 mode="bilinear", align_corners=False)
+    torch.testing.assert_close(image_grad, (base - target) / 2, atol=1e-6, rtol=1e-5)
+
+
+def test_unknown_target_space_is_a_clear_error(repos):
+    with pytest.raises(ValueError, match="target_space"):
+        build(ObjectiveConfig(kind="sds", target_space="pixels"), make_prior(repos))

@@ -9,8 +9,19 @@ Every objective does the same thing and differs only in the direction g:
     g = w(t) * direction;  g = nan_to_num(g);  optional element-wise clamp of g
     loss = 0.5 * ||x0 - (x0 - g).detach()||^2 / B          so that d loss / d x0 = g / B
 
+That last line is `target_space="latent"`, the original SDS: g reaches the image through
+the VAE encoder's Jacobian. `target_space="image"` decodes the same latent target instead,
+
+    loss = 0.5 * ||images - D(x0 - g)||^2 / B              d loss / d images = (images - D(x0 - g)) / B
+
+an image-space target as HIFA (Zhu et al. 2024) and DreamGaussian's refinement use: the
+encoder is never differentiated. With the built-in prior's small VAE this is what keeps
+colours right: its encoder's Jacobian turns a latent step toward "green" into a grid of
+mixed colours (2D probe: a green sphere came out pink through the encoder and green
+through the decoder). The direction g, its schedule and weighting are the same either way.
+
 The loss value itself means nothing; the objectives log gradient norms instead
-(core.distill.diagnostics). PGC hooks the rendered image before `encode`.
+(core.distill.diagnostics). PGC hooks the rendered image, whichever way g reaches it.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from core.distill.diagnostics import step_stats
@@ -40,6 +52,8 @@ class ObjectiveConfig:
       and variational-domain terms (DreamPolish, Cheng et al. 2024). The paper's own values were
       not available to us, so they are config values (numbers or schedules) and the 0.5 / 0.5
       defaults are ours; (1, 0) is SDS and (0, 1) is VSD, bit for bit.
+    target_space: "latent" (g applied to the encoded latents, through the encoder) or
+      "image" (the latent target decoded and compared with the render; see the module doc).
     lora: the variational branch of VSD / DSD. pgc: pixel-wise gradient clipping.
     """
 
@@ -49,6 +63,7 @@ class ObjectiveConfig:
     latent_grad_clip: float | ScalarSchedule | None = None
     dsd_unconditional: float | ScalarSchedule = 0.5
     dsd_variational: float | ScalarSchedule = 0.5
+    target_space: Literal["latent", "image"] = "latent"
     lora: LoraConfig = field(default_factory=LoraConfig)
     pgc: PGCConfig = field(default_factory=PGCConfig)
 
@@ -116,7 +131,9 @@ class ScoreDistillation:
         stats: dict[str, float] = {}
         if images.requires_grad:
             self.pgc.attach(images, stats, name=name)
-        x0 = self.prior.encode(images)
+        image_space = self.cfg.target_space == "image"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not image_space):
+            x0 = self.prior.encode(images)
         B, ac = x0.shape[0], self.prior.alphas_cumprod
         t = sample_timesteps(self.cfg.schedule, progress, B, ac.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
@@ -138,7 +155,14 @@ class ScoreDistillation:
                 extra["latent_grad_clip"] = c
                 extra["latent_clipped_fraction"] = float((grad.abs() > c).float().mean())
                 grad = grad.clamp(-c, c)
-        loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / B
+            if image_space:
+                target = self.prior.decode(x0 - grad)
+                if target.shape[-2:] != images.shape[-2:]:
+                    target = F.interpolate(target, images.shape[-2:], mode="bilinear", align_corners=False)
+        if image_space:
+            loss = 0.5 * ((images - target.to(images)) ** 2).sum() / B
+        else:
+            loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum() / B
         if self.variational is not None:
             extra.update(self.variational.update(x0.detach(), cond, camera))
         stats.update(step_stats(t, ac.shape[0], w.flatten(), s, terms, grad, **extra))
@@ -180,4 +204,6 @@ def build(cfg: ObjectiveConfig, prior, variational: VariationalScore | None = No
     """The objective `cfg.kind` names, on `prior` (see ScoreDistillation)."""
     if cfg.kind not in ("sds", "vsd", "dsd"):
         raise ValueError(f"unknown objective '{cfg.kind}'; expected sds, vsd or dsd")
+    if cfg.target_space not in ("latent", "image"):
+        raise ValueError(f"unknown target_space '{cfg.target_space}'; expected latent or image")
     return ScoreDistillation(cfg, prior, variational=variational, grad_scale=grad_scale)
