@@ -10,9 +10,10 @@ TWO_STEPS = ["steps=2", "width=16", "height=16", "turntable_frames=1", "turntabl
              "checkpoint_every=1"]
 
 
-def run_reconstruct_preset(name, tmp_path):
+def run_reconstruct_preset(name, tmp_path, overrides=()):
     write_procedural_views(tmp_path / "views", procedural_object("cube", "red"), n_views=4, size=16)
-    return main(["reconstruct", str(tmp_path / "views"), "--config", name, "--out", str(tmp_path / "run"), *TWO_STEPS])
+    return main(["reconstruct", str(tmp_path / "views"), "--config", name, "--out", str(tmp_path / "run"), *TWO_STEPS,
+                 *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,10 @@ def tiny_prior(tmp_path_factory):
     return str(path)
 
 
-def run_text_to_3d_preset(name, tmp_path, tiny_prior):
+def run_text_to_3d_preset(name, tmp_path, tiny_prior, overrides=()):
     return main(["generate", "a red cube", "--config", name, "--out", str(tmp_path / "run"), "--steps", "2",
                  f"prior.model={tiny_prior}", "turntable_frames=1", "turntable_size=16", "export=[ply]",
-                 "preview_every=1", "checkpoint_every=1"])
+                 "preview_every=1", "checkpoint_every=1", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +39,14 @@ def tiny_zero123(tmp_path_factory):
     return str(build_tiny_zero123(tmp_path_factory.mktemp("z") / "zero123"))
 
 
-def run_image_to_3d_preset(name, tmp_path, tiny_zero123):
+def run_image_to_3d_preset(name, tmp_path, tiny_zero123, overrides=()):
     from core.data.views import procedural_object, write_procedural_views
 
     write_procedural_views(tmp_path / "views", procedural_object("cone", "green"), n_views=1, size=32)
     return main(["generate", "--image", str(tmp_path / "views" / "train" / "r_000.png"), "--config", name,
                  "--out", str(tmp_path / "run"), "--steps", "2", f"prior.model={tiny_zero123}",
                  "turntable_frames=1", "turntable_size=16", "export=[ply]", "reference_size=32",
-                 "preview_every=1", "checkpoint_every=1"])
+                 "preview_every=1", "checkpoint_every=1", *overrides])
 
 
 RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_preset,
@@ -53,13 +54,33 @@ RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_p
 PRIORS = {"text_to_3d": "tiny_prior", "image_to_3d": "tiny_zero123"}
 
 
+def cpu_sized(name, tmp_path):
+    """Overrides that shrink a GPU preset (configs/gpu/...) to a CPU test: small renders, one
+    camera, few Gaussians, coarse grids, fp32, and a tiny Marigold where it names one."""
+    from core.config import read_yaml, resolve_preset
+
+    raw = read_yaml(resolve_preset(name))
+    out = ["prior.dtype=fp32", "gaussian.num_points=300", "dmtet.resolution=12", "handoff.resolution=24",
+           "export_options.resolution=24", "export_options.texture_size=32", "turntable_frames=1"]
+    for i, _ in enumerate(raw.get("stages", [])):
+        out += [f"stages.{i}.cameras.width=16", f"stages.{i}.cameras.height=16", f"stages.{i}.resolution=[]",
+                f"stages.{i}.cameras.batch_size=1"]
+    if raw.get("normal_estimator"):
+        from core.priors.tiny import build_tiny_marigold
+
+        out.append(f"normal_estimator={build_tiny_marigold(tmp_path / 'marigold', 'normals')}")
+    return out
+
+
 @pytest.mark.parametrize("name", list_presets())
 def test_preset_runs_two_steps(name, tmp_path, request):
-    kind = name.split("/")[0]
+    kind, overrides = name.split("/")[0], []
+    if kind == "gpu":   # configs/gpu/<kind>/...: the same runner, shrunk to CPU size
+        kind, overrides = name.split("/")[1], cpu_sized(name, tmp_path)
     assert kind in RUNNERS, f"preset {name}: no test runner for presets under configs/{kind}/"
     runner = RUNNERS[kind]
     extra = [request.getfixturevalue(PRIORS[kind])] if kind in PRIORS else []
-    assert runner(name, tmp_path, *extra) == 0
+    assert runner(name, tmp_path, *extra, overrides=overrides) == 0
     from core.config import read_yaml, resolve_preset
 
     n_stages = len(read_yaml(resolve_preset(name)).get("stages", [None]))
