@@ -69,7 +69,8 @@ class DistillationConfig:
     dmtet: DMTetSceneConfig = field(default_factory=DMTetSceneConfig)
     mesh: MeshSceneConfig = field(default_factory=MeshSceneConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
-    # A Marigold normals repo (hub id or folder) for stages with normal_guidance > 0.
+    # For stages with normal_guidance > 0: "builtin:normals" (the shipped network trained on the
+    # procedural world) or a Marigold normals repo (hub id or folder).
     normal_estimator: str = ""
     export: list[Literal["ply", "splat", "glb", "obj"]] = field(default_factory=lambda: ["ply", "glb"])
     export_options: ExportOptions = field(default_factory=lambda: ExportOptions(resolution=96, texture_size=512,
@@ -179,8 +180,8 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
     normal_estimator = None
     if any(as_schedule(s.normal_guidance)(0.0) or as_schedule(s.normal_guidance)(1.0) for s in cfg.stages):
         if not cfg.normal_estimator:
-            raise ValueError("a stage sets normal_guidance but normal_estimator is empty: name a Marigold "
-                             "normals repo or folder (normal_estimator=...)")
+            raise ValueError("a stage sets normal_guidance but normal_estimator is empty: set "
+                             "normal_estimator=builtin:normals or a Marigold normals repo or folder")
         from core.priors.estimators import load_normal_estimator
 
         normal_estimator = load_normal_estimator(cfg.normal_estimator, device=device.type)

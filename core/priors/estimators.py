@@ -3,7 +3,9 @@
 
 Two interfaces, each with a Marigold implementation (diffusers' `MarigoldNormalsPipeline`
 / `MarigoldDepthPipeline`, a hub id or a folder) and a wrapper for any torch module mapping
-images to normals or depth (the built-in small networks):
+images to normals or depth (the built-in small networks; "builtin:normals" names the
+image-to-normal network shipped in core/priors/builtin/normals/, trained on the procedural
+world):
 
     NormalEstimator.predict(images [B,3,H,W] in [0,1]) -> normals [B,3,H,W], unit vectors in
         camera space, OpenGL axes as `Cameras` (x right, y up, z towards the viewer), Marigold's frame.
@@ -13,16 +15,19 @@ images to normals or depth (the built-in small networks):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.priors.loading import load_component, resolve_device, resolve_dtype, resolve_source
+from core.priors.loading import (BUILTIN_PREFIX, PriorLoadError, load_component, resolve_device, resolve_dtype,
+                                 resolve_source)
 
 MARIGOLD_LAYOUT = "Marigold format"
 MARIGOLD_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+BUILTIN_NORMALS = "builtin:normals"
 
 
 @runtime_checkable
@@ -123,8 +128,23 @@ class ModuleDepth:
         return depth.float()
 
 
+def load_builtin_normals(name: str = BUILTIN_NORMALS, device: str = "auto") -> ModuleNormals:
+    """The shipped image-to-normal network (core/priors/builtin/normals/) as a `NormalEstimator`."""
+    from core.priors.builtin.normal_model import load_normal_net
+
+    if name != BUILTIN_NORMALS:
+        raise PriorLoadError(f"unknown built-in normal estimator '{name}': the shipped one is '{BUILTIN_NORMALS}'; "
+                             "other estimators are Marigold normals repos (hub id or folder)")
+    folder = Path(__file__).parent / "builtin" / "normals"
+    return ModuleNormals(load_normal_net(folder, resolve_device(device)))
+
+
 def load_normal_estimator(source: str | Callable[[Tensor], Tensor], **marigold_kwargs) -> NormalEstimator:
-    """A Marigold normals repo (hub id or folder) or a torch module, as a `NormalEstimator`."""
+    """The built-in network ("builtin:normals"), a Marigold normals repo (hub id or folder) or a
+    torch module, as a `NormalEstimator`. For the built-in network only `device` of
+    `marigold_kwargs` applies."""
+    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
+        return load_builtin_normals(source, marigold_kwargs.get("device", "auto"))
     if isinstance(source, str):
         return MarigoldNormals(source, **marigold_kwargs)
     return source if isinstance(source, NormalEstimator) else ModuleNormals(source)
