@@ -9,6 +9,7 @@ from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
 from core.priors import PriorConfig, load
 from core.priors.builtin import TEXT_PRIOR
 from core.priors.builtin.text_model import build_tokenizer
+from prior_checks import assert_one_sds_step_moves_a_gaussian_scene, die_at_step
 
 SIZE = 32
 
@@ -76,24 +77,8 @@ def test_tokenizer_maps_unknown_words_to_its_unknown_token():
 
 
 def test_one_sds_step_moves_a_gaussian_scene(prior):
-    from core.distill import ObjectiveConfig, build
-    from renderers.gaussian.scene import GaussianConfig, GaussianScene
-
-    scene = GaussianScene(GaussianConfig(num_points=300, backend="torch", seed=0))
-    optimizer = torch.optim.Adam(scene.param_groups(), eps=1e-15)
-    before = {k: v.detach().clone() for k, v in scene.params.items()}
     cams = cameras(2)
-    objective = build(ObjectiveConfig(kind="sds", guidance_scale=7.5), prior)
-    loss, stats = objective(scene.render(cams), prior.condition("a red cube", cameras=cams), progress=0.3,
-                            cameras=cams, generator=torch.Generator().manual_seed(0))
-    optimizer.zero_grad()
-    loss.backward()
-    for name, p in scene.params.items():
-        assert torch.isfinite(p.grad).all(), name
-    optimizer.step()
-    moved = {k: float((scene.params[k].detach() - v).abs().max()) for k, v in before.items()}
-    assert moved["sh0"] > 1e-4 and moved["means"] > 1e-5, moved
-    assert stats["grad_norm"] > 0
+    assert_one_sds_step_moves_a_gaussian_scene(prior, prior.condition("a red cube", cameras=cams), cams, 7.5)
 
 
 def _tiny_run(work, monkeypatch=None, fail_at=None):
@@ -111,14 +96,7 @@ def _tiny_run(work, monkeypatch=None, fail_at=None):
     data = {"captions": ["a red cube", "a blue sphere"] * (n // 2),
             "cameras": torch.tensor([[20.0, 30.0 * i, 2.5, 45.0] for i in range(n)])}
     if fail_at is not None:
-        real_lr = train.lr_at_step
-
-        def dying_lr(step, total, c):
-            if step == fail_at:
-                raise KeyboardInterrupt
-            return real_lr(step, total, c)
-
-        monkeypatch.setattr(train, "lr_at_step", dying_lr)
+        die_at_step(monkeypatch, train, fail_at)
     tok = build_tokenizer(max_tokens=mcfg.max_tokens)
     return train.train_unet(work, latents, data, tok, cfg, mcfg, scaling_factor=1.0, progress=False)
 

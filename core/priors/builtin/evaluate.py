@@ -31,27 +31,34 @@ AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
 @torch.no_grad()
 def ddim_sample(prior, prompts: list[str], cameras: Cameras, steps: int = 40, guidance_scale: float = 6.0,
                 generator: torch.Generator | None = None, batch: int = 64) -> Tensor:
-    """Images [B,3,H,W] in [0,1] for B prompts and B cameras, through the Prior contract only
-    (condition, predict_noise, decode): DDIM (Song et al. 2021, eta 0) on the prior's
-    training schedule with "trailing" timesteps, CFG eps_u + s (eps_c - eps_u)."""
-    from diffusers import DDIMScheduler
-
+    """Images [B,3,H,W] in [0,1] for B prompts and B cameras (`ddim_sample_cond` in batches)."""
     out = []
     for i in range(0, len(prompts), batch):
         cams = Cameras(cameras.c2w[i:i + batch], cameras.K[i:i + batch], cameras.width, cameras.height)
-        cond = prior.condition(prompts[i:i + batch], cameras=cams)
-        B = len(cond.embeds)
-        scheduler = DDIMScheduler(num_train_timesteps=len(prior.alphas_cumprod), trained_betas=_betas(prior),
-                                  prediction_type="epsilon", timestep_spacing="trailing", set_alpha_to_one=False,
-                                  clip_sample=False)
-        scheduler.set_timesteps(steps)
-        h, w = (r // prior.vae_scale_factor for r in prior.resolution)
-        x = torch.randn((B, prior.latent_channels, h, w), generator=generator).to(prior.device)
-        for t in scheduler.timesteps:
-            eps_c, eps_u = prior.predict_noise(x, t.to(prior.device), cond)
-            x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
-        out.append(prior.decode(x).cpu())
+        out.append(ddim_sample_cond(prior, prior.condition(prompts[i:i + batch], cameras=cams), steps,
+                                    guidance_scale, generator))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def ddim_sample_cond(prior, cond, steps: int = 40, guidance_scale: float = 6.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Images [B,3,H,W] in [0,1] for a conditioning of batch B, through the Prior contract
+    only (predict_noise, decode): DDIM (Song et al. 2021, eta 0) on the prior's training
+    schedule with "trailing" timesteps, CFG eps_u + s (eps_c - eps_u)."""
+    from diffusers import DDIMScheduler
+
+    B = len(cond.embeds)
+    scheduler = DDIMScheduler(num_train_timesteps=len(prior.alphas_cumprod), trained_betas=_betas(prior),
+                              prediction_type="epsilon", timestep_spacing="trailing", set_alpha_to_one=False,
+                              clip_sample=False)
+    scheduler.set_timesteps(steps)
+    h, w = (r // prior.vae_scale_factor for r in prior.resolution)
+    x = torch.randn((B, prior.latent_channels, h, w), generator=generator).to(prior.device)
+    for t in scheduler.timesteps:
+        eps_c, eps_u = prior.predict_noise(x, t.to(prior.device), cond)
+        x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    return prior.decode(x).cpu()
 
 
 def _betas(prior) -> np.ndarray:
