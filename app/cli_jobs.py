@@ -65,8 +65,6 @@ def add_generate_command(subparsers) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from core.data.reference import ReferenceImageError
-    from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
-    from core.pipelines.text_to_3d import TextTo3DConfig, generate
     from core.priors.loading import PriorLoadError
 
     if args.prompt is not None and "=" in args.prompt and args.image is not None:
@@ -77,28 +75,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.image is None and not from_preset and (args.prompt is None or not args.prompt.strip()):
         raise CLIError('the prompt is empty: say what to generate, e.g. scorelift generate "a red cube" '
                        "(or give --image photo.png)")
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
     if args.device is not None:
         pick_device(args.device)
-        overrides.append(f"device={args.device}")
-    if args.image is not None:
-        if not args.image.is_file():
-            raise CLIError(f"--image {args.image}: file not found")
-        cfg = load_job_config(ImageTo3DConfig, args.config or "image_to_3d/gaussian_zero123", overrides)
-        cfg.image = str(args.image)
-        name, job = args.image.stem, image_to_3d
-    else:
-        cfg = load_job_config(TextTo3DConfig, args.config or "text_to_3d/gaussian_sds", overrides)
-        if args.prompt is not None:
-            cfg.prompt = args.prompt
-        if not cfg.prompt.strip():
-            raise CLIError(f"{args.config} sets no prompt: add prompt=\"a red cube\" or give the prompt first")
-        name, job = cfg.prompt, generate
-    if args.steps is not None:
-        for stage in cfg.stages:
-            stage.steps = args.steps
+    if args.image is not None and not args.image.is_file():
+        raise CLIError(f"--image {args.image}: file not found")
+    cfg, name, job = build_generate_job(args.prompt, args.image, args.config, args.overrides, args.seed, args.steps,
+                                        args.device)
     out = args.out or run_folder_name("generate", name)
     check_run_folder(out, args.resume)
     print(f"generating '{name}' with {args.config or 'the default preset'} into {out}")
@@ -108,6 +90,33 @@ def run_generate(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     print_outputs(paths)
     return 0
+
+
+def build_generate_job(prompt: str | None, image: Path | None, config: str | None, overrides, seed: int | None = None,
+                       steps: int | None = None, device: str | None = None):
+    """(cfg, name, job) for one text- or image-to-3D run, as `scorelift generate` and the web app
+    (app/web.py) build it; `job(cfg, out_dir, callbacks=...)` runs it. CLIError on a bad preset,
+    override or an empty prompt."""
+    from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
+    from core.pipelines.text_to_3d import TextTo3DConfig, generate
+
+    overrides = [*overrides, *([f"seed={seed}"] if seed is not None else []),
+                 *([f"device={device}"] if device is not None else [])]
+    if image is not None:
+        cfg = load_job_config(ImageTo3DConfig, config or "image_to_3d/gaussian_zero123", overrides)
+        cfg.image = str(image)
+        name, job = image.stem, image_to_3d
+    else:
+        cfg = load_job_config(TextTo3DConfig, config or "text_to_3d/gaussian_sds", overrides)
+        if prompt is not None:
+            cfg.prompt = prompt
+        if not cfg.prompt.strip():
+            raise CLIError(f"{config} sets no prompt: add prompt=\"a red cube\" or give the prompt first")
+        name, job = cfg.prompt, generate
+    if steps is not None:
+        for stage in cfg.stages:
+            stage.steps = steps
+    return cfg, name, job
 
 
 def add_batch_command(subparsers) -> None:
