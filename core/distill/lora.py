@@ -98,6 +98,14 @@ class LoraVariational:
                              f"{type(prior).__name__} has none. Pass a `variational` score explicitly instead.")
         self.prior, self.unet, self.cfg = prior, unet, cfg or LoraConfig()
         self.lora_params = add_vsd_adapter(unet, self.cfg.rank, self.cfg.alpha)
+        # The adapter's layers, found once: diffusers' unet.enable_adapters()/disable_adapters()
+        # walk all ~900 modules each call (39 ms a toggle pair on the built-in prior, a fifth of
+        # a DSD step on the CPU); toggling these 56 layers directly takes 5.5 ms.
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        unet.set_adapter(ADAPTER)
+        unet.disable_adapters()
+        self._lora_layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
         self.uses_class_embedding = getattr(unet, "class_embedding", None) is not None
         self.camera_mlp: CameraEmbedding | None = None
         self.camera_dim: int | None = None
@@ -132,14 +140,19 @@ class LoraVariational:
         embedding; restores the teacher (adapters off, no camera) on exit."""
         if camera is not None and not self.uses_class_embedding:
             self._ensure_camera_mlp(camera.shape[-1])
-        self.unet.enable_adapters()
-        self.unet.set_adapter(ADAPTER)
+        self._set_adapters(True)
         self._camera = None if self.uses_class_embedding else camera
         try:
             yield
         finally:
             self._camera = None
-            self.unet.disable_adapters()
+            self._set_adapters(False)
+
+    def _set_adapters(self, enabled: bool) -> None:
+        """The "vsd" adapter on or off, as unet.enable_adapters()/disable_adapters() do
+        (including peft's requires_grad=False on disabling), on the cached layers only."""
+        for layer in self._lora_layers:
+            layer.enable_adapters(enabled)
 
     def _branch(self, x_t: Tensor, t: Tensor, cond: Cond, camera: Tensor | None) -> Tensor:
         """The LoRA network's eps; call inside `active(camera)`."""
