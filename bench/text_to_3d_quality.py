@@ -55,13 +55,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    name = args.preset.replace("/", "_") + ("_" + "_".join(o.split(".")[-1] for o in args.override) if args.override else "")
     rows = []
     for colour, shape in PROMPTS[: args.prompts]:
         prompt = f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
         cfg = load_config(TextTo3DConfig, resolve_preset(args.preset),
                           [*args.override, f"seed={args.seed}", "export=[ply]", "turntable_frames=0"])
         cfg.prompt = prompt
-        folder = args.out / args.preset.replace("/", "_") / prompt.replace(" ", "_")
+        folder = args.out / name / prompt.replace(" ", "_")   # one folder per preset + overrides: no resuming another's run
         tic = time.perf_counter()
         paths = generate(cfg, folder)
         seconds = time.perf_counter() - tic
@@ -83,7 +84,6 @@ def main() -> None:
           f"median {summary['median_seconds_per_prompt']} s per prompt ({n} prompts, {args.preset} "
           f"{' '.join(args.override)})")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = args.preset.replace("/", "_") + ("_" + "_".join(o.split(".")[-1] for o in args.override) if args.override else "")
     (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1))
 
 
