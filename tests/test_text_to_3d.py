@@ -114,3 +114,26 @@ def test_generate_takes_a_yaml_preset_holding_the_prompt(tiny_prior, tmp_path, c
     (tmp_path / "empty.yaml").write_text("seed: 1\n")
     assert main(["generate", str(tmp_path / "empty.yaml"), "--out", str(tmp_path / "e")]) == 2
     assert "sets no prompt" in capsys.readouterr().err
+
+
+def test_a_resolution_that_cannot_fit_memory_stops_before_any_work(tiny_prior, tmp_path, capsys):
+    """100k px renders: one-line error naming the stage and the keys to lower, exit 2, no run folder."""
+    out = tmp_path / "huge"
+    assert main(["generate", "a red cube", "--out", str(out), f"prior.model={tiny_prior}",
+                 "stages.0.cameras.width=100000", "stages.0.cameras.height=100000"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'coarse' renders 2 x 100000x100000 px" in err and "stages.0.cameras.width/height" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_memory_check_counts_the_largest_resolution_and_nerf_samples():
+    from core.pipelines.distillation import check_memory, render_memory_lower_bound
+
+    cfg = load_config(TextTo3DConfig, resolve_preset("text_to_3d/nerf_sds"),
+                      ["stages.0.cameras.width=32", "stages.0.cameras.height=32", "stages.0.resolution=[[0.5, 64]]"])
+    need = render_memory_lower_bound(cfg, cfg.stages[0])
+    assert need == 2 * 64 * 64 * (16 + 8 * cfg.nerf.n_samples) * 4      # the 64 px milestone, not 32
+    check_memory(cfg, available=need)                                   # fits exactly: no error
+    with pytest.raises(ValueError, match="stages.0.resolution"):
+        check_memory(cfg, available=need - 1)

@@ -161,6 +161,52 @@ def gradient_preview(objective, max_views: int = 4):
     return preview
 
 
+# float32 per-pixel buffers every renderer keeps for a differentiable render (rgb, alpha,
+# depth, normal and their gradients); NeRF adds ~8 per sample along each ray.
+PIXEL_FLOATS = 16
+NERF_SAMPLE_FLOATS = 8
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for this job: free GPU memory on CUDA, available RAM otherwise."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import os
+
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def render_memory_lower_bound(cfg: "DistillationConfig", stage: StageConfig) -> int:
+    """Bytes a stage's largest batch of renders needs at least: the per-pixel buffers
+    alone (PIXEL_FLOATS float32 per pixel, + NERF_SAMPLE_FLOATS per ray sample for NeRF),
+    not counting the scene, the prior or the renderer's working memory."""
+    size = max([stage.cameras.width, stage.cameras.height, *[s for _, s in stage.resolution]])
+    per_pixel = PIXEL_FLOATS + (NERF_SAMPLE_FLOATS * cfg.nerf.n_samples if stage.representation == "nerf" else 0)
+    return stage.cameras.batch_size * size * size * per_pixel * 4
+
+
+def check_memory(cfg: "DistillationConfig", available: int | None = None) -> None:
+    """Stop before any work when a stage's renders cannot fit: ValueError naming the stage,
+    the size, the bytes needed (a lower bound) and the keys to lower."""
+    device = resolve_device(cfg.device)
+    available = available_memory(device) if available is None else available
+    for index, stage in enumerate(cfg.stages):
+        need = render_memory_lower_bound(cfg, stage)
+        if need > available:
+            size = max([stage.cameras.width, stage.cameras.height, *[s for _, s in stage.resolution]])
+            raise ValueError(
+                f"stage '{stage.name}' renders {stage.cameras.batch_size} x {size}x{size} px: at least "
+                f"{need / 2**30:.1f} GiB for the image buffers alone, more than the {available / 2**30:.1f} GiB "
+                f"{device.type} memory available; lower stages.{index}.cameras.width/height (and "
+                f"stages.{index}.resolution) or stages.{index}.cameras.batch_size")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,6 +220,7 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
     representation. Returns the written paths."""
     from core.pipelines.handoff import build_scene, export_final
 
+    check_memory(cfg)
     folder = RunFolder(out_dir)
     save_config(cfg, folder.path / "config.yaml")
     device = resolve_device(cfg.device)
