@@ -103,8 +103,6 @@ class LoraVariational:
         # a DSD step on the CPU); toggling these 56 layers directly takes 5.5 ms.
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        unet.set_adapter(ADAPTER)
-        unet.disable_adapters()
         self._lora_layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
         self.uses_class_embedding = getattr(unet, "class_embedding", None) is not None
         self.camera_mlp: CameraEmbedding | None = None

@@ -49,6 +49,11 @@ class StageConfig:
     # DreamPolish's normal-guided polish: weight of core.normal_guidance (needs normal_estimator).
     normal_guidance: float | ScalarSchedule = 0.0
 
+    @property
+    def largest_size(self) -> int:
+        """The largest render side of the stage (its cameras or any resolution milestone)."""
+        return max([self.cameras.width, self.cameras.height, *[size for _, size in self.resolution]])
+
     def size_at(self, progress: float) -> int:
         size = self.cameras.width
         for start, value in sorted(self.resolution):
@@ -186,20 +191,20 @@ def render_memory_lower_bound(cfg: "DistillationConfig", stage: StageConfig) -> 
     """Bytes a stage's largest batch of renders needs at least: the per-pixel buffers
     alone (PIXEL_FLOATS float32 per pixel, + NERF_SAMPLE_FLOATS per ray sample for NeRF),
     not counting the scene, the prior or the renderer's working memory."""
-    size = max([stage.cameras.width, stage.cameras.height, *[s for _, s in stage.resolution]])
     per_pixel = PIXEL_FLOATS + (NERF_SAMPLE_FLOATS * cfg.nerf.n_samples if stage.representation == "nerf" else 0)
-    return stage.cameras.batch_size * size * size * per_pixel * 4
+    return stage.cameras.batch_size * stage.largest_size ** 2 * per_pixel * 4
 
 
 def check_memory(cfg: "DistillationConfig", available: int | None = None) -> None:
     """Stop before any work when a stage's renders cannot fit: ValueError naming the stage,
-    the size, the bytes needed (a lower bound) and the keys to lower."""
+    the size, the bytes needed (a lower bound) and the keys to lower. The pipelines
+    (text_to_3d.generate, image_to_3d.image_to_3d) call it before loading their prior."""
     device = resolve_device(cfg.device)
     available = available_memory(device) if available is None else available
     for index, stage in enumerate(cfg.stages):
         need = render_memory_lower_bound(cfg, stage)
         if need > available:
-            size = max([stage.cameras.width, stage.cameras.height, *[s for _, s in stage.resolution]])
+            size = stage.largest_size
             raise ValueError(
                 f"stage '{stage.name}' renders {stage.cameras.batch_size} x {size}x{size} px: at least "
                 f"{need / 2**30:.1f} GiB for the image buffers alone, more than the {available / 2**30:.1f} GiB "
@@ -220,7 +225,6 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
     representation. Returns the written paths."""
     from core.pipelines.handoff import build_scene, export_final
 
-    check_memory(cfg)
     folder = RunFolder(out_dir)
     save_config(cfg, folder.path / "config.yaml")
     device = resolve_device(cfg.device)
