@@ -81,14 +81,17 @@ def test_one_sds_step_moves_a_gaussian_scene(prior):
     assert_one_sds_step_moves_a_gaussian_scene(prior, prior.condition("a red cube", cameras=cams), cams, 7.5)
 
 
-def _tiny_run(work, monkeypatch=None, fail_at=None):
-    """4 UNet steps of a small model on random latents, checkpointing every step; with
+TINY_MODEL = dict(unet_channels=(32, 32), text_dim=32, attention_head_dim=8)
+
+
+def _tiny_run(work, monkeypatch=None, fail_at=None, steps=4, budget_s=None):
+    """`steps` UNet steps of a small model on random latents, checkpointing every step; with
     `fail_at` the run dies (like a killed job) when it reaches that step."""
     import core.priors.builtin.train as train
     from core.priors.builtin.text_model import TextPriorConfig
 
-    cfg = train.TrainConfig(unet_steps=4, batch=4, warmup_steps=2, checkpoint_minutes=0.0, seed=3,
-                            model=dict(unet_channels=(32, 32), text_dim=32, attention_head_dim=8))
+    cfg = train.TrainConfig(unet_steps=steps, batch=4, warmup_steps=2, checkpoint_minutes=0.0, seed=3,
+                            model=TINY_MODEL)
     mcfg = TextPriorConfig(**cfg.model)
     g = torch.Generator().manual_seed(0)
     n = 8
@@ -98,7 +101,44 @@ def _tiny_run(work, monkeypatch=None, fail_at=None):
     if fail_at is not None:
         die_at_step(monkeypatch, train, fail_at)
     tok = build_tokenizer(max_tokens=mcfg.max_tokens)
-    return train.train_unet(work, latents, data, tok, cfg, mcfg, scaling_factor=1.0, progress=False)
+    return train.train_unet(work, latents, data, tok, cfg, mcfg, scaling_factor=1.0, budget_s=budget_s,
+                            progress=False)
+
+
+def test_unet_training_stops_when_its_time_budget_runs_out(tmp_path):
+    _tiny_run(tmp_path, steps=None, budget_s=0.0)  # the schedule would only be fixed at step 20
+    state = torch.load(tmp_path / "unet.pt", weights_only=False)
+    assert state["step"] == 0 and state["total"] is None and state["budget_s"] == 0.0
+    with pytest.raises(ValueError, match="step count"):
+        _tiny_run(tmp_path / "neither", steps=None)
+
+
+def test_text_prior_command_trains_the_decoder_beside_the_unet_and_saves_a_loadable_prior(tmp_path, monkeypatch):
+    """The whole `train-prior text` flow at toy size: VAE, then the UNet here while a second
+    (spawned) process fine-tunes the decoder; the saved folder loads and holds that decoder."""
+    import core.priors.builtin.train as train
+    from core.priors.builtin.training import SHARD
+
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    shard = tmp_path / f"shard_{SHARD}.pt"
+    torch.save({"images": torch.randint(0, 256, (n, 3, SIZE, SIZE), generator=g, dtype=torch.uint8),
+                "cameras": torch.tensor([[20.0, 22.5 * i, 2.5, 45.0] for i in range(n)]),
+                "captions": ["a red cube", "a blue sphere"] * (n // 2),
+                "color": torch.zeros(n, dtype=torch.long), "shape": torch.zeros(n, dtype=torch.long)}, shard)
+    monkeypatch.setattr(train, "render_cache", lambda *a, **k: [shard])  # the child process reads the shard itself
+    cfg = train.TrainConfig(batch=4, vae_batch=4, vae_minutes=0.02, decoder_minutes=0.05, warmup_steps=1,
+                            checkpoint_minutes=0.0, model=dict(TINY_MODEL, vae_channels=(8, 8, 8)))
+    out = train.train_text_prior(tmp_path / "prior", steps=3, cache_dir=tmp_path / "cache", cfg=cfg, progress=False)
+    work = tmp_path / "cache" / "work_prior_seed0"
+    decoder = torch.load(work / "decoder.pt", weights_only=False)
+    assert decoder["done"] and decoder["step"] >= 1
+    assert torch.load(work / "unet.pt", weights_only=False)["step"] == 3
+    prior = load(PriorConfig(model=str(out), device="cpu"))
+    tuned = decoder["model"]["decoder.conv_out.weight"]
+    assert torch.allclose(prior.vae.decoder.conv_out.weight.float(), tuned.float(), atol=1e-3)  # saved in fp16
+    first = torch.load(work / "vae.pt", weights_only=False)["model"]["decoder.conv_out.weight"]
+    assert not torch.allclose(tuned, first)  # the decoder did train
 
 
 def test_unet_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
@@ -128,3 +168,19 @@ def test_train_prior_command_passes_its_options_to_the_trainer(monkeypatch):
     monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
     assert main(["train-prior", "text", "--minutes", "40", "--seed", "3"]) == 0
     assert seen == [["text", "--minutes", "40", "--seed", "3"]]
+
+
+def test_render_cache_shares_its_shards_between_processes(tmp_path):
+    """Two processes render the missing shards; each shard is what one process would render
+    from the same seeds (the helper's shard is checked against a direct render)."""
+    from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
+    from core.priors.builtin.train import load_cache, render_cache
+    from core.priors.builtin.training import SHARD
+
+    world = ProceduralWorld(ProceduralWorldConfig(resolution=8))
+    paths = render_cache(tmp_path, 2 * SHARD, world, progress=False, workers=2)
+    data = load_cache(paths)
+    assert data["images"].shape == (2 * SHARD, 3, 8, 8) and len(data["captions"]) == 2 * SHARD
+    direct = world.sample(PRIOR_SEED_START + SHARD, 256)  # the helper process's shard
+    assert torch.equal(data["images"][SHARD:SHARD + 256], (direct.images * 255).round().to(torch.uint8))
+    assert data["captions"][SHARD:SHARD + 256] == direct.captions

@@ -1,11 +1,14 @@
 """Training the built-in text-and-camera prior on the procedural world.
 
-    python -m core.priors.builtin.train text --out core/priors/builtin/text --steps 1700 --decoder-minutes 16
+    python -m core.priors.builtin.train text --out core/priors/builtin/text --minutes 60
 
 (`python -m core.priors.builtin.train zero123 ...` trains the Zero123 prior: train_zero123.py.)
 
 Four phases, each resumable from checkpoints in the cache folder (never committed);
-re-running the command continues where a killed run stopped (docs/builtin_prior.md):
+re-running the command continues where a killed run stopped (docs/builtin_prior.md).
+The whole command fits in `--minutes` of wall time: phases 3 and 4 run at once, the decoder
+fine-tune in a second process (one thread each, the machine's two cores), and the UNet gets
+what rendering and the VAE left, its step count fixed after 20 timed steps.
 
 1. render: procedural objects (seeds PRIOR_SEED_START + i) into a cache of uint8 shards.
    Rendering measured ~16 ms an image on one thread, about 1 s per batch of 64, the same
@@ -13,10 +16,11 @@ re-running the command continues where a killed run stopped (docs/builtin_prior.
 2. vae: a small AutoencoderKL (32 px -> 8x8x8), reconstruction + tiny KL.
 3. unet: text encoder + UNet trained jointly on the VAE's latents, v-prediction with Min-SNR
    weighting, caption dropout for classifier-free guidance, EMA weights.
-4. decoder: the VAE decoder alone, sharpened on the frozen encoder's latents.
+4. decoder: the VAE decoder alone, sharpened on the frozen encoder's latents (which the
+   UNet learns from, so the two are independent).
 
 The output folder is a Stable-Diffusion-format repo loaded by `core.priors.load` as is.
-One CPU thread throughout: two busy processes with two threads each ran 20-30x slower.
+One CPU thread per process: two busy processes with two threads each ran 20-30x slower.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,24 +37,46 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
-from core.priors.builtin.training import (SHARD, DiffusionTrainConfig, StepTracker, encode_latents, load_checkpoint,
-                                          lr_at_step, optimizer_step, restore, save_checkpoint, v_prediction_loss,
-                                          world_key, write_shards)
+from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
+                                          load_checkpoint, lr_at_step, optimizer_step, restore, save_checkpoint,
+                                          v_prediction_loss, world_key, write_shards)
 
 
 # -- phase 1: the image cache ---------------------------------------------------------------
 
 
 def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | None = None,
-                 first_seed: int = PRIOR_SEED_START, progress: bool = True) -> list[Path]:
+                 first_seed: int = PRIOR_SEED_START, progress: bool = True, workers: int = 1) -> list[Path]:
     """Render objects first_seed.. first_seed+n_images-1 into shards of SHARD images (missing
     shards only) and return the shard paths. A shard holds images uint8 [n,3,H,W],
     cameras [n,4] (elevation, azimuth, radius, fov_y in degrees), captions, colour/shape labels.
+    workers > 1: that many processes (one thread each) share the missing shards.
     """
     world = world or ProceduralWorld()
     root = Path(cache_dir) / f"world_{world_key(world.cfg)}"
     root.mkdir(parents=True, exist_ok=True)
     paths = [root / f"shard_{first_seed + i}.pt" for i in range(0, n_images, SHARD)]
+    todo = [p for p in paths if not p.is_file()]
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        helpers = [ctx.Process(target=_render_shards, args=(todo[w::workers], world.cfg, False), daemon=True)
+                   for w in range(1, workers)]
+        for h in helpers:
+            h.start()
+        try:
+            _render_shards(todo[0::workers], world.cfg, progress)
+        finally:
+            for h in helpers:
+                h.join()
+    _render_shards(paths, world.cfg, progress)  # whatever a helper left (none unless it failed)
+    return paths
+
+
+def _render_shards(paths: list[Path], world_cfg: ProceduralWorldConfig, progress: bool) -> None:
+    torch.set_num_threads(1)
+    world = ProceduralWorld(world_cfg)
 
     def make_shard(start: int) -> dict:
         images, cams, captions, colors, shapes = [], [], [], [], []
@@ -65,7 +91,6 @@ def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | 
                 "color": torch.cat(colors), "shape": torch.cat(shapes)}
 
     write_shards(paths, make_shard, "rendering shards", progress)
-    return paths
 
 
 def load_cache(paths: list[Path]) -> dict:
@@ -78,17 +103,19 @@ def load_cache(paths: list[Path]) -> dict:
 
 @dataclass
 class TrainConfig(DiffusionTrainConfig):
-    """Phase budgets and settings. `unet_steps` None: as many steps as fit in
-    `unet_minutes`, fixed after 20 timed steps and stored in the checkpoint (so a resumed run
-    keeps its schedule); pass steps to reproduce a run exactly."""
+    """Budgets and settings. `minutes`: wall time of the whole command. `unet_steps` None:
+    as many UNet steps as fit in what rendering and the VAE left of it, fixed after 20 timed
+    steps and stored in the checkpoint (so a resumed run keeps its schedule); pass steps to
+    reproduce a run exactly. The decoder fine-tune runs beside the UNet for
+    `decoder_minutes` (at most what is left)."""
 
     images: int = 32 * SHARD
+    minutes: float = 60.0
     vae_minutes: float = 7.0
     vae_batch: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-4
-    decoder_minutes: float = 8.0
-    unet_minutes: float = 40.0
+    decoder_minutes: float = 16.0
     unet_steps: int | None = None
     p_drop_caption: float = 0.1
     p_view_suffix: float = 0.8
@@ -152,9 +179,10 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
                      progress: bool = True):
     """Train the VAE decoder alone on the frozen encoder's latents for `cfg.decoder_minutes`.
 
-    The encoder (and so every latent the UNet learnt) stays as it is, so this can follow the
-    UNet phase and only sharpens what samples decode to; the short first VAE phase leaves
-    blurry edges, and edges are what tell a cone from a pyramid at 32 px.
+    The encoder (and so every latent the UNet learns) stays as it is, so this runs beside
+    the UNet phase (`start_decoder_process`) and only sharpens what samples decode to; the
+    short first VAE phase leaves blurry edges, and edges are what tell a cone from a pyramid
+    at 32 px.
     """
     from tqdm import tqdm
 
@@ -195,6 +223,40 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
     return vae.eval()
 
 
+def trained_vae(work: Path, mcfg, decoder: bool = True):
+    """The VAE of a run's finished phase 2 (`scaling_factor` set), with the fine-tuned
+    decoder of phase 4 loaded over it when `decoder` and there is one (finished or not)."""
+    from core.priors.builtin.text_model import build_vae
+
+    vae_state = torch.load(work / "vae.pt", weights_only=False)
+    if not vae_state.get("done"):
+        raise RuntimeError(f"the VAE of {work} is still training; export once the UNet phase has begun")
+    vae = build_vae(mcfg)
+    vae.load_state_dict(vae_state["model"])
+    if decoder and (work / "decoder.pt").is_file():
+        vae.load_state_dict(torch.load(work / "decoder.pt", weights_only=False)["model"])
+    vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
+    return vae.eval()
+
+
+def _decoder_process(work: Path, shards: list[Path], cfg: TrainConfig, mcfg) -> None:
+    torch.set_num_threads(1)
+    images = load_cache(shards)["images"]
+    finetune_decoder(work, trained_vae(work, mcfg), tuple(torch.load(work / "latents.pt")), images, cfg,
+                     progress=False)
+
+
+def start_decoder_process(work: Path, shards: list[Path], cfg: TrainConfig, mcfg):
+    """Phase 4 in a second process (spawned, one thread), so it runs while this one trains
+    the UNet; its loss log is `<work>/decoder_loss.jsonl`. Returns the started process."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(target=_decoder_process, args=(work, shards, cfg, mcfg),
+                                                         name="scorelift-decoder", daemon=True)
+    proc.start()
+    return proc
+
+
 # -- phase 3: text encoder + UNet ----------------------------------------------------------------
 
 
@@ -233,9 +295,11 @@ class CaptionSampler:
 
 
 def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer, cfg: TrainConfig, mcfg,
-               scaling_factor: float, progress: bool = True):
+               scaling_factor: float, budget_s: float | None = None, progress: bool = True):
     """Train (or resume) text encoder + UNet on latents (mean, std) [N,C,h,w] with the cache's
-    captions and cameras. Returns the EMA (text_encoder, unet) in eval mode."""
+    captions and cameras, for cfg.unet_steps or as many steps as fit in `budget_s` wall
+    seconds (fixed after 20 timed steps; the loop also stops if the machine slows down and
+    the budget runs out first). Returns the EMA (text_encoder, unet) in eval mode."""
     import copy
 
     from core.priors.builtin.text_model import build_scheduler, build_text_encoder, build_unet
@@ -270,19 +334,24 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
         step, elapsed, total = state["step"], state["elapsed"], state["total"]
+        budget_s = state.get("budget_s", budget_s)  # a resumed run keeps its first budget
         if cfg.unet_steps is not None:  # an explicit step count wins, e.g. to end a run early
-            total = max(cfg.unet_steps, step)
+            total, budget_s = max(cfg.unet_steps, step), None
+    if total is None and budget_s is None:
+        raise ValueError("give the UNet phase a step count (cfg.unet_steps) or a time budget (budget_s)")
 
     def checkpoint():
         save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
                                "ema_text_encoder": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
                                "opt": opt.state_dict(), "generator": g.get_state(), "step": step,
-                               "elapsed": tracker.elapsed(), "total": total})
+                               "elapsed": tracker.elapsed(), "total": total, "budget_s": budget_s})
 
     tracker = StepTracker(work / "unet_loss.jsonl", "unet", step, total, elapsed, cfg.checkpoint_minutes, progress)
     text_encoder.train()
     unet.train()
     while total is None or step < total:
+        if budget_s is not None and tracker.elapsed() > budget_s:
+            break
         idx = torch.randint(len(mean), (cfg.batch,), generator=g)
         x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling_factor
         u = torch.rand(cfg.batch, generator=g).tolist()
@@ -296,7 +365,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
         lr = lr_at_step(step, total or 10**9, cfg)
         optimizer_step(loss, opt, params, lr, ema_params, step, cfg.ema_decay)
         step += 1
-        total = tracker.after_step(step, loss.item(), lr, cfg.unet_minutes * 60, checkpoint)
+        total = tracker.after_step(step, loss.item(), lr, budget_s, checkpoint)
     checkpoint()
     return ema_te.eval(), ema_unet.eval()
 
@@ -326,20 +395,23 @@ def save_prior(out: Path, tokenizer, text_encoder, vae, unet, mcfg, fp16: bool =
 def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: int | None = None, seed: int = 0,
                      resume: bool = True, cache_dir: str | Path = "/tmp/scorelift-cache",
                      cfg: TrainConfig | None = None, progress: bool = True) -> Path:
-    """Render, train the VAE, then text encoder + UNet; save the EMA weights to `out_dir`.
+    """Render, train the VAE, then text encoder + UNet with the decoder fine-tune beside it;
+    save the EMA weights to `out_dir`.
 
-    minutes: wall-time budget of the UNet phase (the VAE phase takes cfg.vae_minutes more);
-    steps: a fixed number of UNet steps instead (exactly reproducible from `seed`).
-    Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>/`, outside the
-    repository; with resume=False they are deleted first.
+    minutes: wall-time budget of the whole call (cfg.minutes); steps: a fixed number of UNet
+    steps instead (exactly reproducible from `seed`; the VAE and decoder phases are bounded
+    by their own minutes either way). Checkpoints and loss logs live in
+    `<cache_dir>/work_<out name>_seed<seed>/`, outside the repository; with resume=False
+    they are deleted first.
     """
     from core.priors.builtin.text_model import TextPriorConfig, build_tokenizer
 
+    start = time.time()
     torch.set_num_threads(1)
     cfg = cfg or TrainConfig()
     cfg.seed = seed
     if minutes is not None:
-        cfg.unet_minutes = minutes
+        cfg.minutes = minutes
     if steps is not None:
         cfg.unet_steps = steps
     out = Path(out_dir)
@@ -352,7 +424,8 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     mcfg = TextPriorConfig(**cfg.model)
     world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
-    data = load_cache(render_cache(cache_dir, cfg.images, world, progress=progress))
+    shards = render_cache(cache_dir, cfg.images, world, progress=progress, workers=2)
+    data = load_cache(shards)
     vae = train_vae(work, data["images"], cfg, mcfg, progress)
     latents_path = work / "latents.pt"  # the encoder is frozen from here on: encode once
     if latents_path.is_file():
@@ -360,42 +433,41 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     else:
         latents = encode_latents(vae, data["images"])
         torch.save(latents, latents_path)
+    left_s = cfg.minutes * 60 - (time.time() - start) - SAVE_MARGIN_S
+    decoder_cfg = replace(cfg, decoder_minutes=min(cfg.decoder_minutes, max(left_s, 0.0) / 60))
+    decoder = start_decoder_process(work, shards, decoder_cfg, mcfg)
+    if progress:
+        print(f"decoder fine-tune running beside the UNet (pid {decoder.pid}, log {work / 'decoder_loss.jsonl'})",
+              flush=True)
     tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
-    text_encoder, unet = train_unet(work, latents, data, tokenizer, cfg, mcfg, vae.config.scaling_factor, progress)
-    vae = finetune_decoder(work, vae, latents, data["images"], cfg, progress)
-    return save_prior(out, tokenizer, text_encoder, vae, unet, mcfg)
+    try:
+        text_encoder, unet = train_unet(work, latents, data, tokenizer, cfg, mcfg, vae.config.scaling_factor,
+                                        None if cfg.unet_steps is not None else left_s, progress)
+        decoder.join()
+    finally:
+        if decoder.is_alive():  # the UNet phase failed or was interrupted: its checkpoints stay
+            decoder.terminate()
+    if decoder.exitcode != 0:
+        raise RuntimeError(f"the decoder fine-tune (second process) failed with exit code {decoder.exitcode}; "
+                           "re-run the same command to resume it")
+    return save_prior(out, tokenizer, text_encoder, trained_vae(work, mcfg), unet, mcfg)
 
 
 def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path = "/tmp/scorelift-cache",
                       cfg: TrainConfig | None = None) -> Path:
     """Save the EMA weights of the latest checkpoints of a run (finished or not) to `out_dir`."""
-    from core.priors.builtin.text_model import (TextPriorConfig, build_text_encoder, build_tokenizer, build_unet,
-                                                build_vae)
+    from core.priors.builtin.text_model import TextPriorConfig, build_text_encoder, build_tokenizer, build_unet
 
     out = Path(out_dir)
     work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
     mcfg = TextPriorConfig(**(cfg or TrainConfig()).model)
-    vae_state = torch.load(work / "vae.pt", weights_only=False)
-    if not vae_state.get("done"):
-        raise RuntimeError(f"the VAE of {work} is still training; export once the UNet phase has begun")
-    vae = build_vae(mcfg)
-    vae.load_state_dict(vae_state["model"])
-    if (work / "decoder.pt").is_file():  # the decoder fine-tuned after the UNet phase
-        vae.load_state_dict(torch.load(work / "decoder.pt", weights_only=False)["model"])
-    scaling_factor = vae_state.get("scaling_factor")
-    if scaling_factor is None:  # checkpoints written before it was stored: recompute as train_vae did
-        world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
-        images = load_cache(render_cache(cache_dir, SHARD, world, progress=False))["images"]
-        with torch.no_grad():
-            scaling_factor = float(1.0 / vae.encode(images.float() / 127.5 - 1).latent_dist.mean.std())
-    vae.register_to_config(scaling_factor=scaling_factor)
     tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
     state = torch.load(work / "unet.pt", weights_only=False)
     text_encoder, unet = build_text_encoder(mcfg, len(tokenizer)), build_unet(mcfg)
     text_encoder.load_state_dict(state["ema_text_encoder"])
     unet.load_state_dict(state["ema_unet"])
     print(f"exporting step {state['step']} of {state['total']}")
-    return save_prior(out, tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), mcfg)
+    return save_prior(out, tokenizer, text_encoder.eval(), trained_vae(work, mcfg), unet.eval(), mcfg)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -412,16 +484,17 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: the package's built-in prior folder)")
     p.add_argument("--cache-dir", default="/tmp/scorelift-cache")
     p.add_argument("--images", type=int, default=32 * SHARD)
-    p.add_argument("--minutes", type=float, default=40.0, help="wall time of the UNet phase")
-    p.add_argument("--steps", type=int, default=None, help="fixed UNet steps instead of --minutes")
+    p.add_argument("--minutes", type=float, default=TrainConfig.minutes,
+                   help="wall time of the whole command (rendering included); the UNet gets what is left")
+    p.add_argument("--steps", type=int, default=None, help="fixed UNet steps instead of filling --minutes")
     p.add_argument("--decoder-minutes", type=float, default=TrainConfig.decoder_minutes,
-                   help="total wall time of the decoder fine-tune (raise it to continue a finished one)")
+                   help="wall time of the decoder fine-tune beside the UNet (raise it to continue a finished one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="delete checkpoints and start over")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.what == "render":
-        render_cache(a.cache_dir, a.images)
+        render_cache(a.cache_dir, a.images, workers=2)
         return
     if a.what == "export":
         print(export_checkpoint(a.out, a.seed, a.cache_dir))

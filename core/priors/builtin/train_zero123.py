@@ -31,13 +31,10 @@ from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
 from core.priors.builtin import TEXT_PRIOR
-from core.priors.builtin.training import (SHARD, DiffusionTrainConfig, StepTracker, encode_latents, load_checkpoint,
-                                          lr_at_step, optimizer_step, save_checkpoint, v_prediction_loss, world_key,
-                                          write_shards)
+from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
+                                          load_checkpoint, lr_at_step, optimizer_step, save_checkpoint,
+                                          v_prediction_loss, world_key, write_shards)
 from core.priors.zero123 import CLIP_MEAN, CLIP_STD, zero123_camera_embedding
-
-SAVE_MARGIN_S = 60.0  # left of the budget for the last checkpoint and the export
-
 
 @dataclass
 class Zero123TrainConfig(DiffusionTrainConfig):

@@ -25,6 +25,7 @@ from core.io import save_torch
 from core.runner import rng_state, set_rng_state
 
 SHARD = 1024
+SAVE_MARGIN_S = 60.0  # left of a trainer's time budget for the last checkpoint and the export
 
 
 # -- render caches ----------------------------------------------------------------------------
