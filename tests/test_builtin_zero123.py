@@ -106,6 +106,24 @@ def test_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
         assert torch.equal(ref[k], res[k]), k
 
 
+def test_saving_over_the_folder_that_lends_the_vae_keeps_it(tmp_path):
+    """`--vae-from core/priors/builtin/zero123` retrains with the VAE the shipped prior holds."""
+    import shutil
+
+    import core.priors.builtin.train_zero123 as train
+    from core.priors.builtin import ZERO123_PRIOR
+    from core.priors.builtin.zero123_model import Zero123PriorConfig
+
+    out = tmp_path / "zero123"
+    for folder in ("vae", "scheduler"):
+        shutil.copytree(ZERO123_PRIOR / folder, out / folder)
+    vae_before = (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    mcfg = Zero123PriorConfig(unet_channels=(32, 32), embed_dim=32, vision_width=32, attention_head_dim=8)
+    train.save_zero123_prior(out, train.Zero123Modules(mcfg), mcfg, vae_source=out)
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == vae_before
+    assert (out / "scheduler" / "scheduler_config.json").is_file() and (out / "unet").is_dir()
+
+
 def test_train_prior_command_dispatches_zero123(monkeypatch):
     import core.priors.builtin.train_zero123 as train_zero123
     from app.cli import main

@@ -194,8 +194,8 @@ def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scalin
 def save_zero123_prior(out: Path, modules: Zero123Modules, mcfg, vae_source: Path = TEXT_PRIOR,
                        fp16: bool = True) -> Path:
     """Write the zero123-format folder: image_encoder/, feature_extractor/,
-    clip_camera_projection/, unet/ (weights in fp16 safetensors), and the text prior's vae/
-    and scheduler/ copied as they are."""
+    clip_camera_projection/, unet/ (weights in fp16 safetensors), and `vae_source`'s vae/
+    and scheduler/ copied as they are (kept as they are when `vae_source` is `out`)."""
     import diffusers
     from safetensors.torch import save_file
 
@@ -215,6 +215,8 @@ def save_zero123_prior(out: Path, modules: Zero123Modules, mcfg, vae_source: Pat
     (projection / "config.json").write_text(json.dumps(
         {"_class_name": "CLIPCameraProjection", "embedding_dim": mcfg.embed_dim, "additional_embeddings": 4}, indent=2))
     for folder in ("vae", "scheduler"):
+        if (vae_source / folder).resolve() == (out / folder).resolve():
+            continue  # retraining with the VAE the prior already holds
         shutil.rmtree(out / folder, ignore_errors=True)
         shutil.copytree(vae_source / folder, out / folder)
     index = {"_class_name": "Zero123Pipeline", "_diffusers_version": diffusers.__version__,
@@ -227,7 +229,7 @@ def save_zero123_prior(out: Path, modules: Zero123Modules, mcfg, vae_source: Pat
 
 
 def _frozen_vae(vae_source: Path):
-    """The text prior's VAE as the prior will load it (fp16 weights, float32 on the CPU)."""
+    """`vae_source`'s VAE as the prior will load it (fp16 weights, float32 on the CPU)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL.from_pretrained(vae_source / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
@@ -304,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="wall time of the whole command, rendering included")
     p.add_argument("--steps", type=int, default=None, help="fixed UNet steps instead of --minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae-from", type=Path, default=TEXT_PRIOR,
+                   help="a prior folder whose vae/ and scheduler/ are used frozen and copied into --out (default: "
+                        "the built-in text prior; the shipped zero123 folder holds the VAE it was trained with)")
     p.add_argument("--no-resume", action="store_true", help="delete checkpoints and start over")
     p.add_argument("--render-only", action="store_true", help="only render the pair cache")
     p.add_argument("--export", action="store_true", help="save the latest checkpoint's EMA weights to --out")
@@ -316,10 +321,10 @@ def main(argv: list[str] | None = None) -> None:
         render_pair_cache(a.cache_dir, a.objects, a.views)
         return
     if a.export:
-        print(export_checkpoint(a.out, a.seed, a.cache_dir, cfg))
+        print(export_checkpoint(a.out, a.seed, a.cache_dir, cfg, a.vae_from))
         return
     t0, cpu0 = time.time(), time.process_time()
-    out = train_zero123_prior(a.out, cfg, not a.no_resume, a.cache_dir)
+    out = train_zero123_prior(a.out, cfg, not a.no_resume, a.cache_dir, a.vae_from)
     print(f"saved {out} after {(time.time() - t0) / 60:.1f} min wall, {(time.process_time() - cpu0) / 60:.1f} min "
           "process CPU time")
 
