@@ -30,6 +30,22 @@ PROMPTS = [
 ]
 
 
+def weights_fingerprint(model: str) -> str:
+    """First 12 hex digits of the SHA-1 over a prior folder's weight files (which weights a
+    table was measured on); the model name itself for a hub id."""
+    import hashlib
+
+    from core.priors.loading import BUILTIN_PREFIX, builtin_path
+
+    folder = builtin_path(model[len(BUILTIN_PREFIX):]) if model.startswith(BUILTIN_PREFIX) else Path(model)
+    if not folder.is_dir():
+        return model
+    digest = hashlib.sha1()
+    for f in sorted(folder.rglob("*.safetensors")):
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def judge(scene, views: int = 8, size: int = 64) -> tuple[list[str], list[str]]:
     from core.cameras import orbit_cameras
     from core.data.classifier import classify
@@ -75,6 +91,7 @@ def main() -> None:
     n = len(rows)
     summary = {
         "preset": args.preset, "overrides": args.override, "prompts": n,
+        "prior": cfg.prior.model, "prior_weights_sha1": weights_fingerprint(cfg.prior.model),
         "colour_accuracy": sum(r["colour_ok"] for r in rows) / n,
         "shape_accuracy": sum(r["shape_ok"] for r in rows) / n,
         "median_seconds_per_prompt": sorted(r["seconds"] for r in rows)[n // 2],
