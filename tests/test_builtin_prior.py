@@ -184,3 +184,21 @@ def test_render_cache_shares_its_shards_between_processes(tmp_path):
     direct = world.sample(PRIOR_SEED_START + SHARD, 256)  # the helper process's shard
     assert torch.equal(data["images"][SHARD:SHARD + 256], (direct.images * 255).round().to(torch.uint8))
     assert data["captions"][SHARD:SHARD + 256] == direct.captions
+
+
+def test_evaluation_reports_samples_renders_and_the_vae_round_trip(tmp_path):
+    """The quality command on a tiny untrained SD folder: every metric present and in range,
+    and the clean renders (the ceiling) read right by the classifier."""
+    import json
+
+    from core.priors.builtin.evaluate import main
+    from core.priors.tiny import build_tiny_stable_diffusion
+
+    repo = build_tiny_stable_diffusion(tmp_path / "sd", sample_size=SIZE)
+    main(["--model", str(repo), "--steps", "2", "--views", "1", "--json", str(tmp_path / "m.json"),
+          "--out", str(tmp_path / "grid.png")])
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["samples"] == 56 and (tmp_path / "grid.png").stat().st_size > 0
+    for key in ("color_accuracy", "shape_accuracy", "vae_round_trip_color_accuracy", "vae_round_trip_shape_accuracy"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["real_render_color_accuracy"] > 0.9 and m["vae_round_trip_mse"] > 0.0  # an untrained VAE is lossy

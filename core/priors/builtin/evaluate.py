@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from core.cameras import Cameras, spherical_cameras
@@ -98,6 +99,9 @@ def evaluate_prior(model: str, steps: int = 40, guidance_scale: float = 6.0, see
     color_pred, shape_pred, _ = classify(images)
     real = _real_renders(pairs, cams, res)
     real_color, real_shape, _ = classify(real)
+    with torch.no_grad():  # the VAE alone: encode (posterior mean) -> decode the same renders
+        recon = (prior.vae.decode(prior.vae.encode(real * 2 - 1).latent_dist.mean).sample / 2 + 0.5).clamp(0, 1)
+    recon_color, recon_shape, _ = classify(recon)
     shape_hit = (shape_pred == shape_true).float()
     color_hit = (color_pred == color_true).float()
     metrics = {
@@ -108,6 +112,9 @@ def evaluate_prior(model: str, steps: int = 40, guidance_scale: float = 6.0, see
         "shape_accuracy_by_shape": {s: float(shape_hit[shape_true == i].mean()) for i, s in enumerate(SHAPES)},
         "real_render_color_accuracy": float((real_color == color_true).float().mean()),
         "real_render_shape_accuracy": float((real_shape == shape_true).float().mean()),
+        "vae_round_trip_mse": float(F.mse_loss(recon, real)),
+        "vae_round_trip_color_accuracy": float((recon_color == color_true).float().mean()),
+        "vae_round_trip_shape_accuracy": float((recon_shape == shape_true).float().mean()),
         "samples": len(prompts), "ddim_steps": steps, "guidance_scale": guidance_scale, "seed": seed,
         "seconds": round(time.time() - t0, 1),
     }
@@ -167,8 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--out", default=None, help="sample grid PNG")
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     a = p.parse_args(argv)
-    print(json.dumps(evaluate_prior(a.model, a.steps, a.guidance, a.seed, a.out, a.views), indent=1))
+    metrics = evaluate_prior(a.model, a.steps, a.guidance, a.seed, a.out, a.views)
+    if a.json:
+        Path(a.json).write_text(json.dumps(metrics, indent=1) + "\n")
+    print(json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":
