@@ -38,8 +38,8 @@ from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
 from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
-                                          load_checkpoint, lr_at_step, optimizer_step, restore, save_checkpoint,
-                                          v_prediction_loss, world_key, write_shards)
+                                          load_checkpoint, lr_at_step, optimizer_step, restore, resume_schedule,
+                                          save_checkpoint, v_prediction_loss, world_key, write_shards)
 
 
 # -- phase 1: the image cache ---------------------------------------------------------------
@@ -242,8 +242,8 @@ def trained_vae(work: Path, mcfg, decoder: bool = True):
 def _decoder_process(work: Path, shards: list[Path], cfg: TrainConfig, mcfg) -> None:
     torch.set_num_threads(1)
     images = load_cache(shards)["images"]
-    finetune_decoder(work, trained_vae(work, mcfg), tuple(torch.load(work / "latents.pt")), images, cfg,
-                     progress=False)
+    vae = trained_vae(work, mcfg, decoder=False)  # finetune_decoder resumes its own checkpoint
+    finetune_decoder(work, vae, tuple(torch.load(work / "latents.pt")), images, cfg, progress=False)
 
 
 def start_decoder_process(work: Path, shards: list[Path], cfg: TrainConfig, mcfg):
@@ -325,7 +325,6 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "unet.pt"
     state = load_checkpoint(ckpt)
-    step, elapsed, total = 0, 0.0, cfg.unet_steps
     if state is not None:
         text_encoder.load_state_dict(state["text_encoder"])
         unet.load_state_dict(state["unet"])
@@ -333,12 +332,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
         ema_unet.load_state_dict(state["ema_unet"])
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
-        step, elapsed, total = state["step"], state["elapsed"], state["total"]
-        budget_s = state.get("budget_s", budget_s)  # a resumed run keeps its first budget
-        if cfg.unet_steps is not None:  # an explicit step count wins, e.g. to end a run early
-            total, budget_s = max(cfg.unet_steps, step), None
-    if total is None and budget_s is None:
-        raise ValueError("give the UNet phase a step count (cfg.unet_steps) or a time budget (budget_s)")
+    step, elapsed, total, budget_s = resume_schedule(state, cfg.unet_steps, budget_s)
 
     def checkpoint():
         save_checkpoint(ckpt, {"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
@@ -350,7 +344,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     text_encoder.train()
     unet.train()
     while total is None or step < total:
-        if budget_s is not None and tracker.elapsed() > budget_s:
+        if tracker.out_of_time(budget_s):
             break
         idx = torch.randint(len(mean), (cfg.batch,), generator=g)
         x0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scaling_factor

@@ -32,7 +32,7 @@ from torch import Tensor
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
 from core.priors.builtin import TEXT_PRIOR
 from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
-                                          load_checkpoint, lr_at_step, optimizer_step, save_checkpoint,
+                                          load_checkpoint, lr_at_step, optimizer_step, resume_schedule, save_checkpoint,
                                           v_prediction_loss, world_key, write_shards)
 from core.priors.zero123 import CLIP_MEAN, CLIP_STD, zero123_camera_embedding
 
@@ -149,17 +149,12 @@ def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scalin
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "zero123.pt"
     state = load_checkpoint(ckpt)
-    step, elapsed, total = 0, 0.0, cfg.steps
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
-        step, elapsed, total, budget_s = state["step"], state["elapsed"], state["total"], state["budget_s"]
-        if cfg.steps is not None:  # an explicit step count wins, e.g. to end a run early
-            total, budget_s = max(cfg.steps, step), None
-    if total is None and budget_s is None:
-        raise ValueError("give a step count or a time budget")
+    step, elapsed, total, budget_s = resume_schedule(state, cfg.steps, budget_s)
 
     def checkpoint():
         save_checkpoint(ckpt, {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
@@ -170,8 +165,8 @@ def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scalin
                           progress)
     model.train()
     while total is None or step < total:
-        if budget_s is not None and tracker.elapsed() > budget_s:
-            break  # the machine slowed down after the schedule was fixed: stop inside the budget
+        if tracker.out_of_time(budget_s):
+            break
         idx = torch.randint(N, (cfg.batch,), generator=g)
         ref = torch.randint(V, (cfg.batch,), generator=g)
         target = (ref + 1 + torch.randint(V - 1, (cfg.batch,), generator=g)) % V  # any other view

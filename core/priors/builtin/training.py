@@ -138,6 +138,23 @@ def optimizer_step(loss: Tensor, opt: torch.optim.Optimizer, params: list[Tensor
     ema_update(ema_params, params, step, ema_decay)
 
 
+def resume_schedule(state: dict | None, steps: int | None, budget_s: float | None
+                    ) -> tuple[int, float, int | None, float | None]:
+    """(step, elapsed seconds, total steps, budget seconds) a phase starts from: `steps` and
+    `budget_s` when fresh; a checkpoint's own when resumed (a resumed run keeps its first
+    budget and its fixed total), except that an explicit `steps` wins, e.g. to end a run
+    early. Raises when neither a step count nor a budget is known."""
+    step, elapsed, total = 0, 0.0, steps
+    if state is not None:
+        step, elapsed, total = state["step"], state["elapsed"], state["total"]
+        budget_s = state.get("budget_s", budget_s)
+        if steps is not None:
+            total, budget_s = max(steps, step), None
+    if total is None and budget_s is None:
+        raise ValueError("give a step count or a time budget")
+    return step, elapsed, total, budget_s
+
+
 class StepTracker:
     """What follows each optimiser step of a diffusion phase: the progress bar, the loss log
     (`log_path`, jsonl, mean of every 10 steps), the schedule's length fixed after 20 timed
@@ -158,6 +175,11 @@ class StepTracker:
     def elapsed(self) -> float:
         """Seconds of this phase so far, earlier runs of it included."""
         return time.time() - self.t0
+
+    def out_of_time(self, budget_s: float | None) -> bool:
+        """Whether the phase has used its budget (the machine slowed down after the schedule
+        was fixed): the loop stops there, inside the budget."""
+        return budget_s is not None and self.elapsed() > budget_s
 
     def after_step(self, step: int, loss: float, lr: float, budget_s: float | None,
                    checkpoint: Callable[[], None]) -> int | None:
