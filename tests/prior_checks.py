@@ -1,7 +1,22 @@
-"""Checks the built-in priors' tests share: one SDS step moves a Gaussian scene, and a
-training run can be made to die at a given step like a killed job."""
+"""Checks the built-in priors' tests share: the shipped weights load (or the test fails,
+saying how to train them), one SDS step moves a Gaussian scene, and a training run can be
+made to die at a given step like a killed job."""
 
+import pytest
 import torch
+
+
+def load_shipped_prior(name: str, kind: str = "stable_diffusion"):
+    """The built-in prior `builtin:<name>` on the CPU (posterior-mean latents); fails the
+    test, naming the training command, when its weights are missing."""
+    from core.priors import PriorConfig, load
+    from core.priors.loading import builtin_path
+
+    folder = builtin_path(name)
+    if not (folder / "unet").is_dir():
+        pytest.fail(f"the built-in {name} prior's weights are missing from {folder}; "
+                    f"train them with `python -m core.priors.builtin.train {name}`")
+    return load(PriorConfig(kind=kind, model=f"builtin:{name}", device="cpu", latent="mean"))
 
 
 def assert_one_sds_step_moves_a_gaussian_scene(prior, cond, cameras, guidance_scale: float) -> None:

@@ -7,19 +7,15 @@ import torch
 from core.cameras import orbit_cameras
 from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
 from core.priors import PriorConfig, load
-from core.priors.builtin import TEXT_PRIOR
 from core.priors.builtin.text_model import build_tokenizer
-from prior_checks import assert_one_sds_step_moves_a_gaussian_scene, die_at_step
+from prior_checks import assert_one_sds_step_moves_a_gaussian_scene, die_at_step, load_shipped_prior
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def prior():
-    if not (TEXT_PRIOR / "unet").is_dir():
-        pytest.fail(f"the built-in prior's weights are missing from {TEXT_PRIOR}; "
-                    "train them with `python -m core.priors.builtin.train text`")
-    return load(PriorConfig(model="builtin:text", device="cpu", latent="mean"))
+    return load_shipped_prior("text")
 
 
 def cameras(n=2):

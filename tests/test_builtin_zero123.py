@@ -6,19 +6,15 @@ import pytest
 import torch
 
 from core.cameras import orbit_cameras
-from core.priors import PriorConfig, load
 from core.priors.builtin import ZERO123_PRIOR
-from prior_checks import assert_one_sds_step_moves_a_gaussian_scene, die_at_step
+from prior_checks import assert_one_sds_step_moves_a_gaussian_scene, die_at_step, load_shipped_prior
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def prior():
-    if not (ZERO123_PRIOR / "unet").is_dir():
-        pytest.fail(f"the built-in Zero123 prior's weights are missing from {ZERO123_PRIOR}; "
-                    "train them with `python -m core.priors.builtin.train zero123`")
-    return load(PriorConfig(kind="zero123", model="builtin:zero123", device="cpu", latent="mean"))
+    return load_shipped_prior("zero123", kind="zero123")
 
 
 @pytest.fixture(scope="module")
