@@ -53,7 +53,7 @@ class BatchOut:
             raise UserError(f"--out {self.url} is a file; give a folder")
 
     def __getstate__(self) -> dict:
-        return {"url": self.url}
+        return {"url": self.root if self.is_local else self.url}  # a worker's cwd is not the driver's
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["url"])
@@ -66,7 +66,7 @@ class BatchOut:
         """Path (local out) or URL of a run folder, as the manifest records it."""
         if self.is_local:
             return str(Path(self.root) / name)
-        return self.fs.unstrip_protocol(f"{self.root}/{name}")
+        return f"{self.url.rstrip('/')}/{name}"
 
     # --- manifest: read by anyone, written by the driver only ---------------------------
 
