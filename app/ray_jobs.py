@@ -98,6 +98,16 @@ def run_task(planned: PlannedJob, out, run_job, board, threads: int) -> tuple[di
                     "prior_load_s": PRIORS.load_s - load_s}
 
 
+def job_resources(run_job, planned: PlannedJob):
+    """The JobResources `run_job` declares for a job, or None (Ray's defaults) when it
+    declares none or the job's config does not load: that job then fails in its task and is
+    recorded like any failed job, instead of stopping the batch here."""
+    try:
+        return run_job.resources(planned.config, planned.overrides) if hasattr(run_job, "resources") else None
+    except Exception:  # noqa: BLE001 - the task reports the same error in the manifest
+        return None
+
+
 @dataclass
 class RayExecutor:
     """Runs a batch's jobs as Ray tasks (see the module docstring).
@@ -130,8 +140,7 @@ class RayExecutor:
         if not out.shared_between_processes:
             raise UserError(f"--out {out.url}: memory:// lives inside one process and Ray workers cannot reach it; "
                             "give a folder or URL every node can write (a shared path, s3://, gs://, ...)")
-        resources = [run_job.resources(p.config, p.overrides) if hasattr(run_job, "resources") else None
-                     for p in pending]
+        resources = [job_resources(run_job, p) for p in pending]
         owned = self._connect(ray)
         refs: dict = {}
         board, bar = None, None

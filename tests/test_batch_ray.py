@@ -153,15 +153,16 @@ def test_interrupted_batch_resumes_only_unfinished_jobs_and_a_finished_one_start
     assert finished.task_info == {} and snapshots == [] and len(manifest(out)) == 3
 
 
-def test_ray_batch_to_a_file_url_through_the_cli(ray_runtime, tmp_path, capsys):
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("a red cube\n")
+def test_ray_batch_to_a_file_url_through_the_cli_records_a_failing_job(ray_runtime, tmp_path, capsys):
+    prompts = write_jobs(tmp_path / "p.jsonl", [{"prompt": "a red cube"},
+                                                {"prompt": "a blue cone", "overrides": ["gaussian.num_points=0"]}])
     url = f"file://{tmp_path}/shared/batch"
-    assert main(["batch", str(prompts), "--out", url, "--ray", *FAST]) == 0
+    assert main(["batch", str(prompts), "--out", url, "--ray", *FAST]) == 1  # one job failed, the other went on
     with fsspec.open(f"{url}/manifest.jsonl", "r") as f:
-        (record,) = [json.loads(line) for line in f]
-    assert record["status"] == "done" and Path(record["paths"]["model_ply"]).is_file()
-    assert "1 done, 0 failed" in capsys.readouterr().out
+        done, failed = sorted((json.loads(line) for line in f), key=lambda r: r["status"])
+    assert done["status"] == "done" and Path(done["paths"]["model_ply"]).is_file()
+    assert failed["status"] == "failed" and "num_points must be at least 1" in failed["error"]
+    assert "1 done, 1 failed" in capsys.readouterr().out
 
 
 def test_memory_url_with_the_local_executor_stages_uploads_and_resumes(tmp_path):
