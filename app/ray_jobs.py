@@ -117,6 +117,7 @@ class RayExecutor:
         "auto", "HOST:PORT" or "ray://HOST:PORT" joins a running cluster. When Ray is already
         initialised in this process, that runtime is used and left running.
     max_retries: tries after the first when a task's worker dies.
+    show_progress: the batch's bar (the line per ended job is printed either way).
     on_progress: called on the driver with each board snapshot (about every `poll_s`).
     task_info: filled as jobs end: job key -> what its worker saw (run_task).
     """

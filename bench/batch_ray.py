@@ -91,7 +91,8 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     overrides = [f"stages.0.steps={args.steps}", "turntable_frames=0", "export=[ply]", "preview_every=0"]
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-batch-ray-"))
-    print(f"load before: {os.getloadavg()}")
+    load_before = os.getloadavg()
+    print(f"load before: {load_before}")
     rows = [run_local(out / "local", overrides), run_ray(out / "ray1", overrides, 1), run_ray(out / "ray2", overrides, 2)]
     print(f"load after: {os.getloadavg()}")
     print(f"{len(PROMPTS)} prompts, {PRESET}, {args.steps} steps, {' '.join(overrides[1:])}")
@@ -106,7 +107,8 @@ def main() -> None:
           f"{rows[1]['prompts_per_min'] / rows[0]['prompts_per_min']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"steps": args.steps, "overrides": overrides, "rows": rows,
-                                         "ratio_2_over_1": round(ratio, 3)}, indent=1))
+                                         "ratio_2_over_1": round(ratio, 3), "load_before": load_before,
+                                         "load_after": os.getloadavg()}, indent=1))
 
 
 if __name__ == "__main__":
