@@ -8,6 +8,7 @@ from core.config import load_config, resolve_preset
 from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
 from core.pipelines.text_to_3d import TextTo3DConfig, generate
 from core.priors.tiny import build_tiny_stable_diffusion
+from stop_after import StopAfter
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +62,6 @@ def test_resumed_generation_matches_an_uninterrupted_one(tiny_prior, tmp_path):
                       [f"prior.model={tiny_prior}", "prompt=a red cube", "stages.0.steps=4", "turntable_frames=0", "export=[ply]",
                        "gaussian.num_points=100", "checkpoint_every=1", "preview_every=0"])
     generate(cfg, tmp_path / "full")
-
-    class StopAfter:
-        def __init__(self, n):
-            self.n = n
-
-        def on_step(self, *a):
-            self.n -= 1
-
-        def on_preview(self, *a):
-            pass
-
-        def should_stop(self):
-            return self.n <= 0
 
     with pytest.raises(Cancelled):
         generate(cfg, tmp_path / "cut", callbacks=StopAfter(2))
@@ -199,3 +187,70 @@ def test_render_memory_lower_bound_is_below_a_measured_peak():
     for preset, bound, peak in json.loads(result.stdout):
         assert bound <= peak, (preset, bound, peak)
         assert bound >= peak / 32, (preset, bound, peak)
+
+
+def final_states(folder, stages):
+    """Scene and optimiser state of each stage's last checkpoint, flattened to {name: tensor}."""
+    flat = {}
+
+    def walk(prefix, value):
+        if torch.is_tensor(value):
+            flat[prefix] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+
+    for name in stages:
+        state = torch.load(folder / "checkpoints" / f"{name}.pt", weights_only=False)
+        assert state["step"] == 2
+        walk(f"{name}.scene", state["scene"])
+        walk(f"{name}.optimizer", state["optimizer"]["state"])
+    return flat
+
+
+POLISH_STAGES = ["coarse", "geometry", "polish", "texture"]
+
+
+@pytest.fixture(scope="module")
+def tiny_polish(tiny_prior, tmp_path_factory):
+    """The polish preset (Gaussians -> DMTet -> mesh polish with normal guidance -> mesh texture
+    with DSD + PGC) at 2 steps per stage and 16 px, and its uninterrupted run."""
+    from core.priors.tiny import build_tiny_marigold
+
+    root = tmp_path_factory.mktemp("polish")
+    marigold = build_tiny_marigold(root / "marigold", kind="normals")
+    cfg = load_config(TextTo3DConfig, resolve_preset("text_to_3d/polish"), [
+        f"prior.model={tiny_prior}", f"normal_estimator={marigold}", "prompt=a red cube", "turntable_frames=0",
+        "export=[ply]", "gaussian.num_points=100", "dmtet.resolution=8", "handoff.resolution=16",
+        "checkpoint_every=1", "preview_every=0",
+        *[f"stages.{i}.{key}" for i in range(4) for key in
+          ("steps=2", "cameras.batch_size=1", "cameras.width=16", "cameras.height=16")]])
+    generate(cfg, root / "full")
+    return cfg, root / "full"
+
+
+# Killed after 2 steps: at the Gaussians -> DMTet hand-off (the geometry checkpoint holds step 0,
+# the converted scene); after 4: at the DMTet -> mesh hand-off; after 7: inside the DSD stage.
+@pytest.mark.parametrize("stop_after,stopped_in", [(2, "geometry"), (4, "polish"), (7, "texture")])
+def test_polish_resumed_across_a_stage_hand_off_matches_an_uninterrupted_run(tiny_polish, tmp_path, stop_after,
+                                                                              stopped_in):
+    """Killed after `stop_after` steps, resumed from the checkpoints in a fresh RNG state: every
+    stage's final scene and optimiser state equal the uninterrupted run's, bit for bit."""
+    from core.runner import Cancelled
+
+    cfg, full_run = tiny_polish
+    with pytest.raises(Cancelled):
+        generate(cfg, tmp_path / "cut", callbacks=StopAfter(stop_after))
+    state = torch.load(tmp_path / "cut" / "checkpoints" / f"{stopped_in}.pt", weights_only=False)
+    assert state["step"] == (stop_after - 2 * POLISH_STAGES.index(stopped_in))
+    torch.manual_seed(1234)
+    generate(cfg, tmp_path / "cut")
+    full, cut = final_states(full_run, POLISH_STAGES), final_states(tmp_path / "cut", POLISH_STAGES)
+    assert full.keys() == cut.keys() and any(k.startswith("texture.scene") for k in full)
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+    records = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records if r["step"] == 2][-4:] == POLISH_STAGES
