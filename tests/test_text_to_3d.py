@@ -75,7 +75,8 @@ def test_resumed_generation_matches_an_uninterrupted_one(tiny_prior, tmp_path):
             assert torch.equal(full[key], cut[key]), key
 
 
-def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path):
+def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path, monkeypatch):
+    import core.priors.estimators as estimators
     from core.priors.tiny import build_tiny_marigold
 
     marigold = build_tiny_marigold(tmp_path / "marigold", kind="normals")
@@ -85,10 +86,25 @@ def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path):
             "cameras: {batch_size: 1, width: 16, height: 16}}]"]
     with pytest.raises(ValueError, match="normal_estimator is empty"):
         generate(load_config(TextTo3DConfig, None, base), tmp_path / "no-estimator")
+    seen, load = [], estimators.load_normal_estimator
+
+    class Watched:
+        """The loaded estimator, recording the images each step asks it about."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, images):
+            seen.append(tuple(images.shape))
+            return self.inner.predict(images)
+
+    monkeypatch.setattr(estimators, "load_normal_estimator", lambda *a, **k: Watched(load(*a, **k)))
     cfg = load_config(TextTo3DConfig, None, [*base, f"normal_estimator={marigold}"])
     generate(cfg, tmp_path / "run")
     records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all(0.0 <= r["normal_guidance"] <= 2.0 for r in records)
+    # One estimate per step, of that step's render (1 view, 16 px), and its loss logged each step.
+    assert seen == [(1, 3, 16, 16)] * 2
+    assert len(records) == 2 and all("normal_guidance" in r for r in records)
 
 
 def test_generate_takes_a_yaml_preset_holding_the_prompt(tiny_prior, tmp_path, capsys):
