@@ -43,7 +43,7 @@ def test_four_step_ddim_sample_has_the_right_shape_and_range(prior, views):
     deltas = torch.tensor([[0.0, 45.0, 0.0], [0.0, -90.0, 0.0]])
     samples = sample_novel_views(prior, views["reference"], deltas, steps=4, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, 2, 3, SIZE, SIZE)
-    assert torch.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1
+    assert torch.isfinite(samples).all()  # (decode clamps to [0, 1]: a range check would always pass)
     assert float(samples.std()) > 0.01  # not a constant image
     # the reference matters: each object's samples are closer to its own reference than to the other's
     ref = views["reference"]

