@@ -176,7 +176,7 @@ def add_train_prior_command(subparsers) -> None:
 
 
 def run_train_prior(args: argparse.Namespace) -> int:
-    from core.priors.builtin.train import main as train_main
+    from core.training.train import main as train_main
 
     train_main([args.what, *args.options])
     return 0

@@ -284,3 +284,10 @@ def save_nerf_synthetic(path: str | Path, cameras: Cameras, file_paths: list[str
         ],
     }
     Path(path).write_text(json.dumps(meta, indent=1))
+
+
+def world_to_camera_normals(normal: Tensor, cameras: Cameras) -> Tensor:
+    """World normals [B,H,W,3] -> OpenGL camera-space normals [B,H,W,3] (x right, y up, z toward
+    the viewer), the convention of Marigold's normal maps."""
+    rotation = cameras.c2w[:, :3, :3].to(normal)              # camera axes as columns
+    return torch.einsum("bji,bhwj->bhwi", rotation, normal)

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from core.cameras import Cameras
-from core.export.video import write_png
-from core.io import append_jsonl, save_torch
+from core.io import append_jsonl, save_torch, write_png
 from renderers.base import RenderOutput, Scene
 
 

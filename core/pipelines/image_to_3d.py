@@ -68,7 +68,7 @@ def image_to_3d(cfg: ImageTo3DConfig, out_dir: str | Path, callbacks: Callbacks 
     def condition(cameras):
         return prior.condition(rgb, "", cameras)
 
-    from core.export.video import write_png
+    from core.io import write_png
 
     out = Path(out_dir)
     write_png(out / "reference.png", torch.cat([rgb, mask], dim=1)[0].permute(1, 2, 0))
