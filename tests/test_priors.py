@@ -281,6 +281,7 @@ def _raising_from_pretrained(monkeypatch, error):
     RuntimeError("CUDA error: an illegal memory access was encountered"),
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     MemoryError(),
+    OSError(28, "No space left on device"),  # errno ENOSPC: the disk, not the folder
 ])
 def test_machine_failures_while_loading_propagate(monkeypatch, repos, error):
     # out of memory or a CUDA fault is not "a folder of the wrong kind": it keeps its type and traceback

@@ -26,6 +26,10 @@ def generate(cfg: TextTo3DConfig, out_dir: str | Path, callbacks: Callbacks | No
         raise UserError('the prompt is empty: say what to generate, e.g. "a red cube"')
     check_memory(cfg)   # before loading the prior: a job that cannot fit stops at once
     prior = prior if prior is not None else load(cfg.prior)
+    check_vocabulary = getattr(prior, "check_vocabulary", None)
+    if check_vocabulary is not None:  # words the prior does not know stop the job before the run folder exists
+        for prompt in (cfg.prompt, cfg.negative_prompt):
+            check_vocabulary(prompt)
 
     def condition(cameras):
         return prior.condition(cfg.prompt, cfg.negative_prompt, cameras)

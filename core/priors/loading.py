@@ -9,6 +9,7 @@ diffusers/transformers internals.
 
 from __future__ import annotations
 
+import errno
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,16 @@ HUB_ALTERNATIVES = {
 }
 
 
+# OSErrors with these errno values say a path is wrong; other errno values (no space left,
+# I/O error, out of memory) are the machine's failure and propagate. The libraries' own
+# "no file named ..." / hub errors carry no errno.
+_WRONG_PATH_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM)
+
+
+def _means_wrong_source(error: BaseException) -> bool:
+    return not (isinstance(error, OSError) and error.errno is not None and error.errno not in _WRONG_PATH_ERRNOS)
+
+
 def _hub_repo_missing(error: BaseException) -> bool:
     """Whether `error` (or what it was raised from) says the hub has no such repository:
     huggingface_hub's RepositoryNotFoundError, or an HTTP 404 on the repo."""
@@ -131,6 +142,8 @@ def load_component(cls, source: str, subfolder: str | None, layout: str, **kwarg
             return cls.from_pretrained(source, **kwargs)
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except WRONG_SOURCE_ERRORS as e:
+        if not _means_wrong_source(e):
+            raise
         if _hub_repo_missing(e):
             raise PriorLoadError(missing_repo_message(source, layout)) from None
         raise PriorLoadError(_message(source, subfolder, layout, cls.__name__, e)) from None
@@ -154,6 +167,8 @@ def fetch_file(source: str, subfolder: str, filenames: Sequence[str], layout: st
         try:
             return Path(hf_hub_download(source, name, subfolder=subfolder, revision=revision))
         except (OSError, ValueError) as e:  # not found, offline, invalid id (hub errors are OSErrors): next name
+            if not _means_wrong_source(e):
+                raise
             if _hub_repo_missing(e):
                 raise PriorLoadError(missing_repo_message(source, layout)) from None
             errors.append(e)
