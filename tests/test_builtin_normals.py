@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.data.normals import NORMALS_TEST_SEED_START, render_normal_maps
-from core.priors.builtin.evaluate_normals import FACING_CAMERA, angular_errors
+from core.training.evaluate_normals import FACING_CAMERA, angular_errors
 from core.priors.estimators import NormalEstimator, load_normal_estimator
 from core.priors.loading import PriorLoadError
 
@@ -108,7 +108,7 @@ def test_normal_guidance_with_the_builtin_estimator_moves_a_mesh(estimator, tmp_
         moved = normal_guidance_loss(scene.render(cams), cams, estimator)
     assert float(loss.detach() - moved) > 0.5 * step * float(grad.norm())
 
-    from core.priors.builtin.evaluate_normals import mesh_agreement
+    from core.training.evaluate_normals import mesh_agreement
 
     torch.save({"scene": scene.state_dict()}, tmp_path / "polish.pt")
     agreement = mesh_agreement(tmp_path / "polish.pt", estimator, views=2)

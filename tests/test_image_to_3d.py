@@ -6,7 +6,7 @@ import torch
 
 from app.cli import main
 from core.data.reference import ReferenceImageError, load_reference
-from core.export.video import write_png
+from core.io import write_png
 from core.priors.tiny import build_tiny_zero123
 from stop_after import StopAfter
 

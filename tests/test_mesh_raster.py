@@ -7,6 +7,7 @@ import trimesh
 from trimesh.ray.ray_triangle import ray_triangle_id
 
 from core.cameras import Cameras, look_at, orbit_cameras
+from core.export.assets import export_scene
 from renderers.base import Scene
 from renderers.mesh import (
     MeshRenderConfig, MeshScene, MeshSceneConfig, TriangleMesh, face_neighbours, interpolate, rasterize,
@@ -240,8 +241,8 @@ def test_mesh_scene_contract(tmp_path):
     other = MeshScene(mesh, MeshSceneConfig(learn=("offsets", "colors")))
     other.load_state_dict(scene.state_dict())
     assert torch.equal(other.mesh().vertices, scene.mesh().vertices)
-    for suffix in (".ply", ".obj"):
-        path = scene.export(tmp_path / f"mesh{suffix}")
+    for suffix in ("ply", "obj"):
+        path = export_scene(scene, tmp_path / f"mesh.{suffix}", suffix)
         loaded = trimesh.load(path, force="mesh", process=False)
         assert len(loaded.faces) == mesh.num_faces
         assert np.allclose(np.linalg.norm(loaded.vertices, axis=1).max(), scene.mesh().vertices.norm(dim=-1).max().item(), atol=1e-4)

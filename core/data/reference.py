@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.errors import UserError
 
-class ReferenceImageError(ValueError):
+
+class ReferenceImageError(UserError):
     """The reference image cannot be used; the message says what to do."""
 
 

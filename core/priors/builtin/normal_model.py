@@ -86,7 +86,7 @@ def load_normal_net(folder: str | Path, device: str | torch.device = "cpu") -> N
     missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).is_file()]
     if missing:
         raise PriorLoadError(f"{folder} lacks {', '.join(missing)}: train the built-in normal network with "
-                             f"`python -m core.priors.builtin.train_normals` (docs/builtin_normals.md)")
+                             f"`python -m core.training.train_normals` (docs/builtin_normals.md)")
     arch = json.loads((folder / CONFIG).read_text())["architecture"]
     model = NormalNet(NormalNetConfig(channels=tuple(arch["channels"]), groups=arch["groups"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
