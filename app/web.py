@@ -105,13 +105,16 @@ class WebApp:
     def __init__(self, runs_dir: str | Path, job_overrides=(), check_uploads: bool = True):
         self.runs_dir = Path(runs_dir)
         self.queue = JobQueue(self.runs_dir)
-        self.job_overrides = list(job_overrides)
+        # A list applies to every job; a dict {kind: list} per tab (a key one pipeline lacks, e.g.
+        # a second stage's steps, would be an error in the other).
+        self.job_overrides = job_overrides if isinstance(job_overrides, dict) else {"*": list(job_overrides)}
         self.check_uploads = check_uploads
         self.jobs: dict[tuple[str, str], WebJob] = {}
 
     def submit(self, kind: str, session: str, **fields) -> WebJob:
         request = JobRequest(kind, **fields)
-        job = WebJob(request, self.runs_dir, self.job_overrides, self.queue.export_estimate(request.preset),
+        overrides = [*self.job_overrides.get("*", []), *self.job_overrides.get(kind, [])]
+        job = WebJob(request, self.runs_dir, overrides, self.queue.export_estimate(request.preset),
                      upload_root() if self.check_uploads else None)
         self.jobs[(session, kind)] = job
         return self.queue.submit(job)
@@ -241,7 +244,8 @@ def _runs_tab(gr, web: WebApp) -> None:
 
 def build_app(runs_dir: str | Path = "runs", job_overrides=(), check_uploads: bool = True):
     """The page as a gr.Blocks, not launched; every run writes a new folder under `runs_dir`.
-    `job_overrides` are applied to every job before the page's own (e.g. a small test setup)."""
+    `job_overrides` (a list, or a dict {kind: list}) are applied to every job before the
+    page's own (e.g. a small test setup)."""
     web = WebApp(runs_dir, job_overrides, check_uploads)
     with gr.Blocks(title="scorelift") as app:
         gr.Markdown("## scorelift\nScore distillation of a 2D diffusion prior into a 3D asset. The built-in "
