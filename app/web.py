@@ -32,6 +32,7 @@ __all__ = ["build_app", "launch", "presets_for", "progress_html"]
 
 DEFAULT_PRESETS = {"text": "text_to_3d/gaussian_sds", "image": "image_to_3d/gaussian_zero123"}
 RUN_COLUMNS = ["run", "state", "kind", "subject", "preset", "when", "files"]
+SPLAT_LABEL = "Gaussian splat (centred copy of model.ply)"
 STATE_COLOURS = {"done": "#15803d", "error": "#b91c1c", "cancelled": "#92400e", "queued": "#1d4ed8",
                  "running": "#1d4ed8"}
 
@@ -63,7 +64,7 @@ PIPELINE_TABS = [
             lambda value: {"prompt": value or ""}),
     TabSpec("image", "Image to 3D",
             lambda gr: gr.Image(label=f"Image: one object, RGBA or on a plain background (at most "
-                                      f"{MAX_IMAGE_SIDE} px a side)", type="filepath", image_mode=None,
+                                      f"{MAX_IMAGE_SIDE} px a side, {MAX_UPLOAD.upper()})", type="filepath", image_mode=None,
                                 sources=["upload", "clipboard"], height=256, elem_id="image-subject"),
             lambda value: {"image": _upload_path(value)}, preprocess=False),
 ]
@@ -76,12 +77,14 @@ def progress_html(update: WebUpdate | None) -> str:
         return "<div class='sl-progress' data-state='idle'><i>No job yet: press Generate.</i></div>"
     percent = max(0.0, min(1.0, update.progress)) * 100
     colour = STATE_COLOURS.get(update.state, "#374151")
+    # An error's line already starts with "error:" (or "internal error"); the others get their state.
+    label = "" if update.state == "error" else f"<b>{update.state}</b> · "
     return (f"<div class='sl-progress' data-state='{update.state}' data-progress='{update.progress:.4f}' "
             f"data-position='{update.position}'>"
             f"<div style='background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden'>"
             f"<div class='sl-fill' style='width:{percent:.1f}%;height:100%;background:{colour}'></div></div>"
-            f"<div class='sl-status' style='margin-top:6px;color:{colour}'><b>{update.state}</b> · "
-            f"{html.escape(update.status)}</div></div>")
+            f"<div class='sl-status' style='margin-top:6px;color:{colour}'>{label}{html.escape(update.status)}"
+            "</div></div>")
 
 
 def _result_values(job: WebJob | None) -> tuple:
@@ -90,8 +93,9 @@ def _result_values(job: WebJob | None) -> tuple:
         return None, None, None, None, None
     outputs = job.snapshot().outputs
     downloads = [str(p) for key, p in outputs.items() if key.startswith("model_") or key in ("turntable", "config")]
-    return (str(outputs["model_glb"]) if "model_glb" in outputs else None,
-            str(outputs["view_splat"]) if "view_splat" in outputs else None,
+    splat = (str(outputs["view_splat"]) if "view_splat" in outputs else
+             gr.update(value=None, label="Gaussian splat: none, this run ends in a mesh"))
+    return (str(outputs["model_glb"]) if "model_glb" in outputs else None, splat,
             str(outputs["turntable"]) if "turntable" in outputs else None,
             downloads or None,
             key_metrics(job.run_folder))
@@ -163,7 +167,7 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
     with gr.Row(equal_height=True):
         mesh = gr.Model3D(label="Mesh (model.glb)", height=360, elem_id=f"{kind}-mesh",
                           clear_color=(1.0, 1.0, 1.0, 1.0))
-        splat = gr.Model3D(label="Gaussian splat (centred copy of model.ply)", height=360,
+        splat = gr.Model3D(label=SPLAT_LABEL, height=360,
                            elem_id=f"{kind}-splat")
         video = gr.Video(label="Turntable (256 px, 3 s)", interactive=False, autoplay=True, loop=True,
                          height=360, elem_id=f"{kind}-turntable")
@@ -181,7 +185,7 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
         return _result_values(web.jobs.get((_session(request), kind)))
 
     def clear():
-        return None, None, None, None, None
+        return None, gr.update(value=None, label=SPLAT_LABEL), None, None, None
 
     result_outputs = [mesh, splat, video, files, metrics]
     (generate.click(clear, None, result_outputs, queue=False)
@@ -209,7 +213,8 @@ def _runs_tab(gr, web: WebApp) -> None:
     progress = gr.HTML("", elem_id="runs-progress")
     with gr.Row():
         details = gr.JSON(label="State and metrics", elem_id="runs-details")
-        config = gr.Code(label="config.yaml", language="yaml", interactive=False, elem_id="runs-config")
+        config = gr.Code(label="config.yaml", language="yaml", interactive=False, max_lines=24,
+                         elem_id="runs-config")
     files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="runs-files")
 
     def rows():
@@ -222,8 +227,10 @@ def _runs_tab(gr, web: WebApp) -> None:
         if not name or not folder.is_dir():
             return None, "", None
         state = run_state(folder)
-        info = {"state": state, "resumable": resumable(folder, state), **(read_record(folder) or {}),
-                "metrics": key_metrics(folder)}
+        record = read_record(folder) or {}
+        info = {"state": state, "resumable": resumable(folder, state),
+                **{k: record[k] for k in ("kind", "preset", "prompt", "image", "message") if record.get(k)},
+                "metrics": key_metrics(folder, record)}
         config_text = (folder / "config.yaml").read_text() if (folder / "config.yaml").is_file() else ""
         shown = [p for p in sorted(folder.glob("model.*")) if p.is_file()]
         shown += [p for p in (folder / "config.yaml", folder / "turntable" / "turntable.mp4") if p.is_file()]

@@ -22,7 +22,7 @@ ARGS = ["--no-sandbox", "--headless=new", "--use-gl=angle", "--use-angle=swiftsh
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 COMMON = ["turntable_frames=6", "turntable_size=64", "export_options.resolution=24",
           "export_options.texture_size=32", "preview_every=1", "checkpoint_every=1"]
-TINY = {"*": COMMON, "text": ["stages.0.steps=4"], "image": ["stages.0.steps=2", "stages.1.steps=1"]}
+TINY = {"*": COMMON, "text": ["stages.0.steps=6"], "image": ["stages.0.steps=2", "stages.1.steps=1"]}
 FINAL = ("done", "error", "cancelled")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -64,14 +64,22 @@ def browser():
         chromium.close()
 
 
+def open_page(browser, url):
+    """A fresh page (its own Gradio session) on the app; generous timeouts, for this machine's
+    2 shared cores and software WebGL."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1500})
+    context.set_default_timeout(120_000)
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#text-generate")
+    return page
+
+
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1500})
-    page = context.new_page()
-    page.goto(server["url"])
-    page.wait_for_selector("#text-generate")
+    page = open_page(browser, server["url"])
     yield page
-    context.close()
+    page.context.close()
 
 
 def state(page, kind="text") -> str:
@@ -107,7 +115,7 @@ def drawn_fraction(png: bytes) -> float:
     return float((np.abs(pixels - background).max(-1) > 40).mean())
 
 
-def wait_drawn(page, selector, timeout=60.0, minimum=0.01) -> float:
+def wait_drawn(page, selector, timeout=180.0, minimum=0.01) -> float:
     """Screenshot the canvas inside `selector` until it shows something (WebGL draws after load)."""
     end, fraction = time.monotonic() + timeout, 0.0
     while time.monotonic() < end:
@@ -129,15 +137,23 @@ def test_defaults_run_to_a_drawn_mesh_splat_and_downloads(page, server, artefact
     assert page.input_value("#text-seed :is(textarea,input)") == "" and page.input_value("#text-steps :is(textarea,input)") == ""
     page.fill("#text-subject :is(textarea,input)", "a red cube")
     page.click("#text-generate")
-    seen = []
-    wait_state(page, ("running",), seen=seen)
-    page.wait_for_selector("#text-preview img", timeout=120_000)  # a preview while it runs
-    if state(page) == "running":
-        page.screenshot(path=artefacts / "02_running.png", full_page=True)
-    assert wait_state(page, FINAL, seen=seen) == "done", status(page)
+    seen, preview_while_running, end = [], False, time.monotonic() + 240
+    script = ("() => { const p = document.querySelector('#text-progress .sl-progress'); return [p.dataset.state, "
+              "Number(p.dataset.progress || 0), p.innerText, !!document.querySelector('#text-preview img')] }")
+    while time.monotonic() < end:
+        current, fraction, text, has_preview = page.evaluate(script)  # one read: these belong together
+        seen.append((current, fraction, text))
+        if current == "running" and has_preview and not preview_while_running:
+            preview_while_running = True
+            page.screenshot(path=artefacts / "02_running.png", full_page=True)
+        if current in FINAL:
+            break
+        page.wait_for_timeout(200)
+    assert current == "done", text
+    assert preview_while_running, "no preview was shown while the job ran"
     progress = [p for s, p, _ in seen if s == "running"]
     assert len(set(progress)) >= 2 and 0 < max(progress) < 1, seen  # the bar moved
-    assert any(re.search(r"step \d+/4 · loss", text) for _, _, text in seen), seen
+    assert any(re.search(r"step \d+/6 · loss", text) for _, _, text in seen), seen
     assert any("ETA" in text for _, _, text in seen) and any("exporting" in text for _, _, text in seen)
 
     mesh = wait_drawn(page, "#text-mesh")
@@ -162,12 +178,7 @@ def test_defaults_run_to_a_drawn_mesh_splat_and_downloads(page, server, artefact
 
 
 def test_cancel_a_running_and_a_queued_job(browser, server, artefacts):
-    pages = []
-    for _ in range(2):
-        context = browser.new_context(viewport={"width": 1400, "height": 1500})
-        pages.append(context.new_page())
-        pages[-1].goto(server["url"])
-        pages[-1].wait_for_selector("#text-generate")
+    pages = [open_page(browser, server["url"]) for _ in range(2)]
     first, second = pages
     before = run_dirs(server["runs"])
     first.fill("#text-subject :is(textarea,input)", "a blue sphere")
@@ -180,10 +191,10 @@ def test_cancel_a_running_and_a_queued_job(browser, server, artefacts):
     assert "2nd in line" in status(second)
     second.screenshot(path=artefacts / "04_queued.png", full_page=True)
     second.click("#text-cancel")
-    assert wait_state(second, FINAL, timeout=30) == "cancelled" and "before it started" in status(second)
-    first.wait_for_function("document.querySelector('#text-progress').innerText.includes('step ')", timeout=120_000)
+    assert wait_state(second, FINAL, timeout=120) == "cancelled" and "before it started" in status(second)
+    first.wait_for_function("document.querySelector('#text-progress').innerText.includes('step ')", timeout=240_000)
     first.click("#text-cancel")
-    assert wait_state(first, FINAL, timeout=60) == "cancelled", status(first)
+    assert wait_state(first, FINAL, timeout=120) == "cancelled", status(first)
     first.screenshot(path=artefacts / "05_cancelled.png", full_page=True)
     new = run_dirs(server["runs"]) - before
     assert len(new) == 1 and "blue-sphere" in new.pop()  # the queued job never made a folder
@@ -194,10 +205,7 @@ def test_cancel_a_running_and_a_queued_job(browser, server, artefacts):
 def test_two_pages_at_once_are_served_in_order_and_both_finish(browser, server, artefacts):
     pages = []
     for prompt in ("a red cube", "a blue cube"):
-        context = browser.new_context(viewport={"width": 1400, "height": 1500})
-        page = context.new_page()
-        page.goto(server["url"])
-        page.wait_for_selector("#text-generate")
+        page = open_page(browser, server["url"])
         page.fill("#text-subject :is(textarea,input)", prompt)
         pages.append(page)
     pages[0].click("#text-generate")
@@ -223,8 +231,8 @@ def test_bad_inputs_show_one_message_and_leave_no_run(page, server, artefacts, t
         page.fill("#text-overrides :is(textarea,input)", overrides)
         page.click("#text-generate")
         page.wait_for_function(f"document.querySelector('#text-progress').innerText.includes({json.dumps(message)})",
-                               timeout=60_000)
-        assert state(page) == "error" and status(page).startswith("error · error: "), status(page)
+                               timeout=120_000)
+        assert state(page) == "error" and status(page).startswith("error: "), status(page)
         page.screenshot(path=artefacts / f"07_bad_text_{i}.png", full_page=True)
     page.fill("#text-steps :is(textarea,input)", "0")
     page.fill("#text-subject :is(textarea,input)", "a red cube")
@@ -244,10 +252,15 @@ def test_bad_inputs_show_one_message_and_leave_no_run(page, server, artefacts, t
         page.wait_for_timeout(1500)
         page.click("#image-generate")
         page.wait_for_function(f"document.querySelector('#image-progress').innerText.includes({json.dumps(message)})",
-                               timeout=60_000)
-        assert status(page, "image").startswith("error · error: "), status(page, "image")
+                               timeout=120_000)
+        assert status(page, "image").startswith("error: "), status(page, "image")
         page.screenshot(path=artefacts / f"08_bad_image_{i}.png", full_page=True)
-        page.locator("#image-subject button[aria-label*='Clear'], #image-subject button[title*='Clear']").first.click()
+        page.click("#image-subject button[aria-label='Remove Image']")
+    too_big = tmp_path / "too-big.png"
+    too_big.write_bytes(b"\x89PNG" + bytes(26 * 2**20))  # over the 25 MB upload limit
+    page.set_input_files("#image-subject input[type=file]", str(too_big))
+    page.wait_for_function("document.body.innerText.includes('exceed the maximum allowed size of 25')")
+    page.screenshot(path=artefacts / "08_bad_image_too_many_bytes.png", full_page=True)
     assert run_dirs(server["runs"]) == before
     page.reload()  # and the server still serves
     page.wait_for_selector("#text-generate")
@@ -270,24 +283,30 @@ def test_an_rgb_picture_on_white_becomes_a_model(page, server, artefacts, tmp_pa
     assert fraction >= 0.01
 
 
+# The table's text has one cell per line; a run's state is the line after its name.
+row_state_is = """([name, wanted]) => {
+    const lines = document.querySelector('#runs-table').innerText.split('\\n').map(s => s.trim()).filter(Boolean);
+    const at = lines.indexOf(name);
+    return at >= 0 && lines[at + 1] === wanted;
+}"""
+
+
 def test_runs_tab_lists_runs_and_resumes_a_stopped_one(page, server, artefacts):
     from app.web_runs import read_record, write_record
 
     page.fill("#text-subject :is(textarea,input)", "a yellow cube")
     page.fill("#text-steps :is(textarea,input)", "12")
     page.click("#text-generate")
-    page.wait_for_function("document.querySelector('#text-progress').innerText.includes('step 2/')", timeout=120_000)
+    page.wait_for_function("document.querySelector('#text-progress').innerText.includes('step ')", timeout=240_000)
     page.click("#text-cancel")
-    assert wait_state(page, FINAL, timeout=60) == "cancelled"
+    assert wait_state(page, FINAL, timeout=120) == "cancelled"
     folder = Path(page.input_value("#text-folder :is(textarea,input)"))
     # As if the server had died while it ran: the record still says running, written by another server.
     write_record(folder, {**read_record(folder), "state": "running", "server": "a-server-that-died"})
 
     page.click("button[role=tab]:has-text('Runs')")
     page.click("#runs-refresh")
-    row = page.locator("#runs-table tr", has_text=folder.name)
-    row.first.wait_for(timeout=20_000)
-    assert "stopped" in row.first.inner_text()
+    page.wait_for_function(row_state_is, arg=[folder.name, "stopped"], timeout=120_000)
     page.locator("#runs-chosen input").fill(folder.name)
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#runs-details').innerText.includes('resumable')")
@@ -297,8 +316,7 @@ def test_runs_tab_lists_runs_and_resumes_a_stopped_one(page, server, artefacts):
     assert wait_state(page, FINAL, kind="runs") == "done", status(page, "runs")
     assert (folder / "model.glb").is_file() and read_record(folder)["state"] == "done"
     page.click("#runs-refresh")
-    page.wait_for_function(f"[...document.querySelectorAll('#runs-table tr')].some(r => r.innerText.includes("
-                           f"{json.dumps(folder.name)}) && r.innerText.includes('done'))")
+    page.wait_for_function(row_state_is, arg=[folder.name, "done"], timeout=120_000)
     page.screenshot(path=artefacts / "11_runs_resumed.png", full_page=True)
 
 
