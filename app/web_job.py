@@ -316,7 +316,8 @@ class WebJob:
         schema, self._job = (ImageTo3DConfig, image_to_3d) if is_image else (TextTo3DConfig, generate)
         self.cfg = load_job_config(schema, str(folder / "config.yaml"), [])
         self.run_folder, self.name = folder, name
-        self._record = {**new_record("image" if is_image else "text", record.get("preset", "")), **record,
+        kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
+        self._record = {**new_record("image" if is_image else "text", record.get("preset", "")), **kept,
                         "state": "queued", "server": SERVER_ID, "resumed": time.time()}
 
     def _open_folder(self) -> None:
