@@ -40,7 +40,10 @@ _FOLDER_LOCK = threading.Lock()
 # worth watching (256 px, 48 frames re-encoded at WEB_TURNTABLE_FPS: 3 s).
 WEB_DEFAULTS = ("turntable_frames=48", "turntable_size=256")
 WEB_TURNTABLE_FPS = 16.0
-EXPORT_GUESS_S = 25.0  # the export estimate before a run of the preset has been timed here
+# The export estimate before a run of the preset has been timed in this runs folder (the default
+# text preset's export measured 70 s on a busy 2-core CPU, see docs/web.md).
+EXPORT_GUESS_S = 60.0
+RATE_WINDOW = 50  # steps the training ETA's speed is measured over
 
 STATES = ("queued", "running", "done", "cancelled", "error")
 
@@ -129,7 +132,9 @@ class WebJob:
         self._total_steps = 0
         self._progress: tuple[str, int, int, float | None] | None = None  # stage, step, total, loss
         self._started: float | None = None
-        self._first_step: tuple[float, int] | None = None  # (time, steps done) at the first step seen
+        # (time, steps done) of the last RATE_WINDOW steps: the ETA follows the current speed, which
+        # drops as densification adds Gaussians.
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
         self._training_end: float | None = None
         self._record: dict = {}
         self.cfg = self._job = self._image = None
@@ -234,8 +239,7 @@ class WebJob:
         now = time.perf_counter()
         with self._changed:
             done = self._stage_offsets.get(stage, 0) + step
-            if self._first_step is None:
-                self._first_step = (now, done)
+            self._recent.append((now, done))
             if done >= self._total_steps:
                 self._training_end = now
             self._progress = (stage, step, total, stats.get("loss"))
@@ -397,10 +401,10 @@ class WebJob:
             parts.append(f"ETA ~{format_duration(left)}" if left > 0 else "ETA: any moment")
             return " · ".join(parts), min(0.99, (train + exporting) / (train + export))
         done = self._stage_offsets.get(stage, 0) + step
-        first_time, first_done = self._first_step
+        first_time, first_done = self._recent[0]
         fraction_trained = done / max(1, self._total_steps)
         if done > first_done:
-            per_step = (now - first_time) / (done - first_done)
+            per_step = (self._recent[-1][0] - first_time) / (done - first_done)
             train_left = per_step * (self._total_steps - done)
             parts.append(f"ETA ~{format_duration(train_left + export)} (training ~{format_duration(train_left)}"
                          f" + export ~{format_duration(export)})")
