@@ -25,7 +25,8 @@ from typing import Callable
 import gradio as gr
 
 from app.web_inputs import MAX_IMAGE_SIDE, MAX_UPLOAD, presets_for, upload_root
-from app.web_job import JobQueue, JobRequest, WebJob, WebUpdate
+from app.web_job import JobRequest, WebJob, WebUpdate
+from app.web_queue import JobQueue
 from app.web_runs import key_metrics, list_runs, read_record, resumable, run_state
 
 __all__ = ["build_app", "launch", "presets_for", "progress_html"]

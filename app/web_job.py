@@ -1,5 +1,5 @@
-"""The web app's jobs: a request checked at once, a FIFO queue that runs one job at a time in
-a worker thread, and each job's progress read back as a stream of `WebUpdate`s.
+"""The web app's jobs: a request checked at once, run by the job line (app/web_queue.py) in its
+worker thread, and each job's progress read back as a stream of `WebUpdate`s.
 
 A `WebJob` is checked when it is made (`WebJob(request, runs_dir)`): a bad request is a job in
 state 'error' with one `error: ...` line and no run folder. A good one waits in the `JobQueue`
@@ -28,8 +28,8 @@ from typing import Iterator
 
 from app.cli_options import run_folder_name
 from app.web_inputs import check_image, check_prompt_words, parse_overrides, user_errors, whole_number
-from app.web_runs import (SERVER_ID, has_checkpoint, new_record, read_record, resumable, write_record,
-                          write_view_splat)
+from app.web_runs import (SERVER_ID, enlarged_preview, has_checkpoint, new_record, read_record, resumable,
+                          retime_turntable, write_record, write_view_splat)
 from core.errors import UserError
 
 # Run folders are named by prompt and second; this lock makes two jobs in the same second
@@ -410,95 +410,3 @@ class WebJob:
                          f" + export ~{format_duration(export)})")
             return " · ".join(parts), min(0.99, elapsed / (elapsed + train_left + export))
         return " · ".join(parts), 0.5 * fraction_trained
-
-
-def enlarged_preview(path: Path, out: Path, min_height: int = 256) -> Path:
-    """A copy of a preview strip enlarged by a whole factor (nearest pixel, so no blur) to at
-    least `min_height` px high; the runner's previews are render-sized (32-64 px)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        factor = max(1, -(-min_height // im.height))
-        out.parent.mkdir(exist_ok=True)
-        im.resize((im.width * factor, im.height * factor), Image.NEAREST).save(out)
-    return out
-
-
-def retime_turntable(video: Path, fps: float) -> Path:
-    """Re-encode the turntable from its frame PNGs at `fps` (the pipeline writes 24 fps; 48
-    frames at 16 fps make a 3 s turn)."""
-    import imageio.v3 as iio
-
-    from core.export.video import write_video
-
-    frames = sorted(video.parent.glob("frame_*.png"))
-    if frames:
-        write_video(video, (iio.imread(p) for p in frames), fps=fps)
-    return video
-
-
-class JobQueue:
-    """First come, first served, one job at a time (runs share the global RNG and the
-    CPU/GPU). `submit` returns at once; a worker thread runs the jobs; every waiting job
-    knows its place in line."""
-
-    def __init__(self, runs_dir: str | Path):
-        self.runs_dir = Path(runs_dir)
-        self._lock = threading.Lock()
-        self._waiting: deque[WebJob] = deque()
-        self._current: WebJob | None = None
-        self._worker: threading.Thread | None = None
-
-    def submit(self, job: WebJob) -> WebJob:
-        """Queue a checked job (a job in state 'error' is returned as it is)."""
-        if job.state != "queued":
-            return job
-        with self._lock:
-            self._waiting.append(job)
-            self._renumber()
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._work, daemon=True, name="scorelift-web-queue")
-                self._worker.start()
-        return job
-
-    def cancel(self, job: WebJob | None) -> None:
-        if job is None:
-            return
-        job.cancel()
-        with self._lock:
-            if job in self._waiting:
-                self._waiting.remove(job)
-                self._renumber()
-
-    def export_estimate(self, preset: str) -> float:
-        """Seconds the last finished run of `preset` in this runs folder spent exporting."""
-        best = (0.0, EXPORT_GUESS_S)
-        if not self.runs_dir.is_dir():
-            return EXPORT_GUESS_S
-        for folder in self.runs_dir.iterdir():
-            record = read_record(folder) if folder.is_dir() else None
-            if record and record.get("preset") == preset and record.get("export_s") is not None:
-                best = max(best, (float(record.get("ended", 0)), float(record["export_s"])))
-        return best[1]
-
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return self._current is not None or bool(self._waiting)
-
-    def _renumber(self) -> None:
-        ahead = 1 if self._current is not None else 0
-        for index, job in enumerate(self._waiting):
-            job.set_position(index + 1 + ahead)
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                if not self._waiting:
-                    self._current, self._worker = None, None
-                    return
-                self._current = self._waiting.popleft()
-                self._renumber()
-            self._current.run()
-            with self._lock:
-                self._current = None

@@ -1,7 +1,8 @@
 """The run folders the web app has written, read back: a small `web_job.json` record per run
 (what was asked, its state, its times, its outputs), the list the Runs tab shows (also for
 folders the CLI wrote, and after a server restart), the key metrics of a finished run, and
-the splat copy the page's viewer frames.
+what the page shows of a run: the splat copy its viewer frames, the enlarged previews, the
+turntable re-timed to a watchable length.
 
 A run's state is 'queued' | 'running' | 'done' | 'cancelled' | 'error'. The record carries the
 id of the server process that wrote it; a run still marked running by a server that is no
@@ -190,3 +191,28 @@ def _quat_multiply(a, b):
 def new_record(kind: str, preset: str, prompt: str = "", image: str = "") -> dict:
     return {"kind": kind, "preset": preset, "prompt": prompt, "image": image, "state": "queued",
             "server": SERVER_ID, "pid": os.getpid(), "created": time.time()}
+
+
+def enlarged_preview(path: Path, out: Path, min_height: int = 256) -> Path:
+    """A copy of a preview strip enlarged by a whole factor (nearest pixel, so no blur) to at
+    least `min_height` px high; the runner's previews are render-sized (32-64 px)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        factor = max(1, -(-min_height // im.height))
+        out.parent.mkdir(exist_ok=True)
+        im.resize((im.width * factor, im.height * factor), Image.NEAREST).save(out)
+    return out
+
+
+def retime_turntable(video: Path, fps: float) -> Path:
+    """Re-encode the turntable from its frame PNGs at `fps` (the pipeline writes 24 fps; 48
+    frames at 16 fps make a 3 s turn)."""
+    import imageio.v3 as iio
+
+    from core.export.video import write_video
+
+    frames = sorted(video.parent.glob("frame_*.png"))
+    if frames:
+        write_video(video, (iio.imread(p) for p in frames), fps=fps)
+    return video

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from app.web import build_app, presets_for, progress_html
-from app.web_job import JobQueue, JobRequest, WebJob
+from app.web_job import JobRequest, WebJob
+from app.web_queue import JobQueue
 from app.web_inputs import parse_overrides, whole_number
 from app.web_runs import RECORD, list_runs, read_record, resumable, run_state, write_record, write_view_splat
 

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import time
 from pathlib import Path
