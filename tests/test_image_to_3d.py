@@ -17,17 +17,19 @@ def tiny_zero123(tmp_path_factory):
 
 
 def red_square_photo(path, size=80, background=(0.2, 0.6, 0.9), alpha=False):
+    """alpha: False (RGB), True (alpha = the square) or "opaque" (RGBA, alpha 1 everywhere, as
+    an upload widget turns an ordinary photo into)."""
     image = np.ones((size, size, 4 if alpha else 3), np.float32)
     image[..., :3] = background
     image[20:40, 30:60, :3] = (0.9, 0.1, 0.1)
-    if alpha:
+    if alpha is True:
         image[..., 3] = 0.0
         image[20:40, 30:60, 3] = 1.0
     write_png(path, image)
     return path
 
 
-@pytest.mark.parametrize("alpha", [False, True])
+@pytest.mark.parametrize("alpha", [False, True, "opaque"])
 def test_reference_is_matted_recentred_and_composited_on_white(tmp_path, alpha):
     rgb, mask = load_reference(red_square_photo(tmp_path / "p.png", alpha=alpha), size=32, fill=0.5)
     assert rgb.shape == (1, 3, 32, 32) and mask.shape == (1, 1, 32, 32)

@@ -244,7 +244,8 @@ class StableDiffusionPrior(LatentDiffusionPrior):
         unknown = [w for w in words if unk in self.tokenizer(w, add_special_tokens=False).input_ids]
         if not unknown:
             return
-        vocab = sorted(w for w in self.tokenizer.get_vocab() if w not in self.tokenizer.all_special_tokens)
+        vocab = sorted(w for w in self.tokenizer.get_vocab()
+                       if w not in self.tokenizer.all_special_tokens and re.fullmatch(r"\w+", w))
         known = f" It knows: {' '.join(vocab)}." if len(vocab) <= 200 else ""
         raise UserError(
             f"prompt {prompt!r} has words this prior does not know: {', '.join(map(repr, unknown))}.{known} "
