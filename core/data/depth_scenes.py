@@ -65,11 +65,14 @@ class DepthSceneConfig:
 @dataclass
 class DepthBatch:
     """images [n,3,H,W] in [0,1]; depth [n,1,H,W] camera z-depth in world units (0 where
-    invalid); valid [n,1,H,W] bool (every sub-pixel covered); seeds: scene seed of each image."""
+    invalid); valid [n,1,H,W] bool (every sub-pixel covered); objects [n,1,H,W] long:
+    which object a pixel shows (1..k, 0 the room, taken at its centre sub-pixel, as an
+    instance mask would be); seeds: scene seed of each image."""
 
     images: Tensor
     depth: Tensor
     valid: Tensor
+    objects: Tensor
     seeds: list[int]
 
     def __len__(self) -> int:
@@ -145,9 +148,9 @@ def _draw_scene(seed: int, cfg: DepthSceneConfig, world: ProceduralWorldConfig):
 
 def render_depth_scene(seed: int, cfg: DepthSceneConfig | None = None,
                        world: ProceduralWorldConfig | None = None,
-                       lighting: LightingConfig | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                       lighting: LightingConfig | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Scene `seed`: image [3,H,W] in [0,1], depth [1,H,W] (world units, 0 where invalid),
-    valid [1,H,W] bool, at cfg.resolution."""
+    valid [1,H,W] bool, objects [1,H,W] long (0 room, 1..k the objects), at cfg.resolution."""
     cfg, world = cfg or DepthSceneConfig(), world or ProceduralWorldConfig()
     lighting = lighting or world.lighting
     (half, height, floor_z), style, specs, offsets, (el, az, radius, fov) = _draw_scene(seed, cfg, world)
@@ -198,7 +201,8 @@ def render_depth_scene(seed: int, cfg: DepthSceneConfig | None = None,
         rgb = F.avg_pool2d(rast.to_dense(colour).permute(0, 3, 1, 2), ss)[0]
         depth = F.avg_pool2d(rast.depth.permute(0, 3, 1, 2), ss)[0]
         valid = F.avg_pool2d(rast.mask.permute(0, 3, 1, 2), ss)[0] > 0.999
-    return rgb.clamp(0, 1), torch.where(valid, depth, torch.zeros_like(depth)), valid
+        ids = rast.to_dense((surface - 5).clamp_min(0)[:, None].float())[0, ss // 2::ss, ss // 2::ss, 0]
+    return rgb.clamp(0, 1), torch.where(valid, depth, torch.zeros_like(depth)), valid, ids.long()[None]
 
 
 def render_depth_scenes(first_seed: int, n: int, cfg: DepthSceneConfig | None = None) -> DepthBatch:
@@ -206,5 +210,5 @@ def render_depth_scenes(first_seed: int, n: int, cfg: DepthSceneConfig | None = 
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     seeds = list(range(first_seed, first_seed + n))
-    images, depth, valid = zip(*(render_depth_scene(s, cfg) for s in seeds))
-    return DepthBatch(torch.stack(images), torch.stack(depth), torch.stack(valid), seeds)
+    images, depth, valid, objects = zip(*(render_depth_scene(s, cfg) for s in seeds))
+    return DepthBatch(torch.stack(images), torch.stack(depth), torch.stack(valid), torch.stack(objects), seeds)

@@ -9,7 +9,10 @@ and shift over valid pixels (depth_alignment.fit_scale_shift), then per image
     AbsRel  = mean_i |a_i - d_i| / d_i
     delta1  = share of pixels with max(a_i / d_i, d_i / a_i) < 1.25
 
-(aligned depth a clamped to at least 1e-3), averaged over images. Two trivial estimators
+(aligned depth a clamped to at least 1e-3), averaged over images; and what recompose
+asks of it, the order of objects: over every pair of objects in a scene (each at least
+MIN_OBJECT_PIXELS pixels, true median depths at least 5% apart), the share whose median
+predicted depths are ordered as their true median depths (a tie counts half). Two trivial estimators
 are measured by the same code: constant depth (after alignment: the image's mean depth)
 and a ramp saying lower rows are nearer (row 0, the top, farthest), which is what a floor
 seen from above looks like. Held-out scenes: seeds from DEPTH_TEST_SEED_START, far below
@@ -30,6 +33,8 @@ from core.data.depth_scenes import DEPTH_TEST_SEED_START, DepthSceneConfig, rend
 from core.training.depth_alignment import align
 
 MIN_DEPTH = 1e-3
+MIN_OBJECT_PIXELS = 8
+MIN_DEPTH_GAP = 0.05
 
 
 def constant_depth(images: Tensor) -> Tensor:
@@ -56,23 +61,51 @@ def depth_errors(pred: Tensor, depth: Tensor, valid: Tensor) -> dict[str, Tensor
     return {"abs_rel": abs_rel, "delta1": delta1}
 
 
+def object_order(pred: Tensor, depth: Tensor, valid: Tensor, objects: Tensor) -> tuple[float, int]:
+    """(pairs ordered right, pairs) of objects [B,1,H,W] (ids, 0 the background) by median
+    pred [B,1,H,W] against median true depth [B,1,H,W]; see the module docstring."""
+    right, pairs = 0.0, 0
+    for p, d, m, ids in zip(pred, depth, valid, objects):
+        medians = []
+        for k in ids.unique().tolist():
+            mask = (ids == k) & m
+            if k > 0 and int(mask.sum()) >= MIN_OBJECT_PIXELS:
+                medians.append((float(p[mask].median()), float(d[mask].median())))
+        for i in range(len(medians)):
+            for j in range(i + 1, len(medians)):
+                (pi, di), (pj, dj) = medians[i], medians[j]
+                if abs(di - dj) < MIN_DEPTH_GAP * min(di, dj):
+                    continue
+                pairs += 1
+                right += 0.5 if pi == pj else float((pi < pj) == (di < dj))
+    return right, pairs
+
+
 def measure_depth_estimator(estimator, first_seed: int = DEPTH_TEST_SEED_START, n_scenes: int = 256,
                             batch: int = 32, cfg: DepthSceneConfig | None = None) -> dict:
     """`estimator.predict` (a DepthEstimator) on scenes first_seed..first_seed+n_scenes-1
     against the two trivial estimators: {"estimator": {...}, "constant_depth": {...},
-    "lower_rows_nearer": {...}, ...}, each the mean over images of AbsRel and delta1."""
+    "lower_rows_nearer": {...}, ...}, each the mean over images of AbsRel and delta1 and
+    the pooled object-order accuracy."""
     methods = {"estimator": estimator.predict, "constant_depth": constant_depth,
                "lower_rows_nearer": lower_rows_nearer}
     per_image = {name: {"abs_rel": [], "delta1": []} for name in methods}
+    order = {name: [0.0, 0] for name in methods}
     with torch.no_grad():
         for start in range(first_seed, first_seed + n_scenes, batch):
             data = render_depth_scenes(start, min(batch, first_seed + n_scenes - start), cfg)
             for name, predict in methods.items():
-                for key, value in depth_errors(predict(data.images).cpu().float(), data.depth, data.valid).items():
+                pred = predict(data.images).cpu().float()
+                for key, value in depth_errors(pred, data.depth, data.valid).items():
                     per_image[name][key].append(value)
-    out = {name: {key: round(float(torch.cat(v).mean()), 4) for key, v in metrics.items()}
+                right, pairs = object_order(pred, data.depth, data.valid, data.objects)
+                order[name][0] += right
+                order[name][1] += pairs
+    out = {name: {**{key: round(float(torch.cat(v).mean()), 4) for key, v in metrics.items()},
+                  "object_order": round(order[name][0] / max(1, order[name][1]), 4)}
            for name, metrics in per_image.items()}
-    return {**out, "scenes": n_scenes, "seeds": [first_seed, first_seed + n_scenes - 1]}
+    return {**out, "scenes": n_scenes, "object_pairs": order["estimator"][1],
+            "seeds": [first_seed, first_seed + n_scenes - 1]}
 
 
 def main(argv: list[str] | None = None) -> dict:
