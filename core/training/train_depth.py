@@ -124,7 +124,8 @@ def train_depth_net(out_dir: str | Path = DEFAULT_OUT, cfg: DepthTrainConfig | N
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     state = load_checkpoint(ckpt)
-    if state is not None and state["config"] != asdict(cfg):
+    # --minutes may differ on resume: a resumed run keeps its first budget (resume_schedule)
+    if state is not None and {**state["config"], "minutes": cfg.minutes} != asdict(cfg):
         raise ValueError(f"{ckpt} was written with another training config; pass --no-resume to start over")
     # A fresh run's training budget is what rendering left of the whole run's minutes.
     budget_s = None if steps else max(60.0, cfg.minutes * 60 - render_seconds - SAVE_MARGIN_S)
