@@ -13,4 +13,7 @@ renders and its renderers, so it sits beside the world and above the teachers.
     evaluate.py            `python -m core.training.evaluate ...` (text prior quality)
     evaluate_zero123.py    `python -m core.training.evaluate_zero123 ...`
     evaluate_normals.py    `python -m core.training.evaluate_normals ...`
+    depth_alignment.py     scale-and-shift fit and invariant loss of relative depth
+    train_depth.py         `python -m core.training.train_depth` (builtin:depth)
+    evaluate_depth.py      `python -m core.training.evaluate_depth ...`
 """
