@@ -1,0 +1,303 @@
+"""Per-frame camera poses of a monocular video from feature matches on its static background.
+
+DreamScene4D (Chu et al. 2024, Sec. 3.2) estimates the camera of each frame before lifting
+the background and the objects; this is its first, feature-based part (the photometric
+refinement on the background scene comes with that scene).
+
+Method, for frames 0..T-1 with instance masks (0 = background):
+1. SIFT keypoints on background pixels only (the object masks dilated by `mask_margin`
+   pixels are excluded: a descriptor that straddles a moving object does not belong to the
+   static scene), matched with Lowe's ratio test (nearest / second nearest < `ratio`).
+2. Each frame t is matched against a reference frame r (frame 0 at first). The essential
+   matrix of the pair (five-point RANSAC, cv2.findEssentialMat) gives R and a unit t with
+   x_t = R x_r + t in OpenCV camera coordinates (cv2.recoverPose's cheirality check picks
+   the one of four decompositions with points in front of both cameras).
+   A pure rotation is fitted as well (RANSAC over two-match samples, each solved in closed
+   form by Kabsch on the bearing vectors, residual |q - pi(K R K^-1 p)| in pixels). Model
+   selection: when the rotation has at least `rotation_support` times the essential
+   matrix's inliers, the translation is below what the matches measure and the pair is a
+   pure rotation (t = 0). Otherwise R, t are refined from cv2.recoverPose's choice by
+   robust least squares on the Sampson error (scipy): the five-point solution RANSAC keeps
+   fits five points exactly, not the inliers.
+3. Scale. Monocular video fixes translation only up to scale; the convention here: the
+   median depth of the background points triangulated in the first pair that shows parallax
+   is 1, in that pair's reference camera (frame 0 unless the camera only turned before).
+   Later pairs are scaled so that the depths they triangulate for the reference frame's
+   keypoints agree (median ratio) with the depths already known for those keypoints.
+4. When fewer than `min_inliers` matches survive against the reference, the previous frame
+   becomes the reference (its keypoints' depths triangulated from its own pair), so the
+   chain follows a camera that pans away from frame 0.
+5. Poses are w2c in OpenCV axes with world = camera 0; `opencv_to_opengl_c2w` turns them
+   into the project's OpenGL c2w with frame 0 = identity (world = the first camera's OpenGL
+   axes: x right, y up, the camera looking down -z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.errors import UserError
+
+# OpenCV camera axes (x right, y down, z forward) <-> OpenGL (x right, y up, z backward).
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+class CameraMotionError(UserError):
+    """The video's background cannot give the camera motion; the message says why."""
+
+
+@dataclass
+class CameraMotionConfig:
+    """ratio: Lowe's ratio test; ransac_threshold_px: RANSAC inlier distance; rotation_support:
+    inlier fraction (of the essential matrix's) at which a pure rotation wins; min_inliers: matches a pair needs;
+    mask_margin: pixels around object masks left out of matching; max_features per frame."""
+
+    ratio: float = 0.8
+    ransac_threshold_px: float = 1.0
+    rotation_support: float = 0.9
+    min_inliers: int = 20
+    mask_margin: int = 2
+    max_features: int = 4000
+
+
+@dataclass
+class CameraMotion:
+    """c2w [T,4,4] OpenGL camera-to-world, c2w[0] = identity; translation in the scale of
+    step 3 of the module docstring. reference [T] the frame each pose was measured against;
+    inliers [T] RANSAC inliers of that pair (0 for frame 0); rotation_only [T] True where
+    the pair had too little parallax for a translation."""
+
+    c2w: Tensor
+    reference: list[int]
+    inliers: list[int]
+    rotation_only: list[bool]
+
+
+def opencv_to_opengl_c2w(w2c_cv: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera [...,4,4], world = the first OpenCV camera -> OpenGL c2w [...,4,4],
+    world = the first OpenGL camera. The axis flip F = diag(1,-1,-1,1) turns OpenCV camera
+    axes into OpenGL ones (y down -> up, z forward -> backward); it applies on both sides
+    because the world is itself a camera frame: c2w_gl = F inv(w2c_cv) F."""
+    return _FLIP_YZ @ np.linalg.inv(w2c_cv) @ _FLIP_YZ
+
+
+def _features(gray: np.ndarray, mask: np.ndarray | None, cfg: CameraMotionConfig):
+    import cv2
+
+    detect_mask = None
+    if mask is not None:
+        objects = (mask != 0).astype(np.uint8)
+        if cfg.mask_margin > 0:
+            size = 2 * cfg.mask_margin + 1
+            objects = cv2.dilate(objects, np.ones((size, size), np.uint8))
+        detect_mask = ((1 - objects) * 255).astype(np.uint8)
+    sift = cv2.SIFT_create(nfeatures=cfg.max_features)
+    keypoints, descriptors = sift.detectAndCompute(gray, detect_mask)
+    points = np.array([k.pt for k in keypoints], np.float64).reshape(-1, 2)  # OpenCV pixel convention
+    return points, descriptors
+
+
+def _match(desc_a, desc_b, ratio: float) -> np.ndarray:
+    """[M,2] index pairs (a, b) passing the ratio test."""
+    import cv2
+
+    if desc_a is None or desc_b is None or len(desc_a) < 2 or len(desc_b) < 2:
+        return np.zeros((0, 2), int)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_a, desc_b, k=2)
+    good = [(m.queryIdx, m.trainIdx) for m, n in (p for p in pairs if len(p) == 2) if m.distance < ratio * n.distance]
+    return np.array(good, int).reshape(-1, 2)
+
+
+def _nearest_rotation(M: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ Vt
+    return R if np.linalg.det(R) > 0 else U @ np.diag([1.0, 1.0, -1.0]) @ Vt
+
+
+def _bearings(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Unit viewing directions [M,3] (OpenCV camera axes) of pixels [M,2]."""
+    rays = np.c_[points, np.ones(len(points))] @ np.linalg.inv(K).T
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
+def _rotation_fit(p: np.ndarray, q: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rotation R taking bearings of p to those of q in least squares (Kabsch: the
+    orthogonal Procrustes solution R = U V^T of sum_i b_q,i b_p,i^T = U S V^T), and the pixel
+    residual [M] of each match under it, |q - pi(K R K^-1 p)|."""
+    bp, bq = _bearings(p, K), _bearings(q, K)
+    R = _nearest_rotation(bq.T @ bp)
+    warped = (bp @ R.T) @ K.T
+    return R, np.linalg.norm(warped[:, :2] / warped[:, 2:] - q, axis=1)
+
+
+def _refine_pose(R: np.ndarray, t: np.ndarray, p: np.ndarray, q: np.ndarray, K: np.ndarray):
+    """R, unit t minimising the robust (Huber, 1 px) Sampson error of x_q^T [t]x R x_p = 0 over
+    the inliers, from the RANSAC estimate; the five-point minimal solution RANSAC keeps is
+    exact only on its five samples."""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    xp = np.c_[p, np.ones(len(p))] @ np.linalg.inv(K).T
+    xq = np.c_[q, np.ones(len(q))] @ np.linalg.inv(K).T
+    focal = 0.5 * (K[0, 0] + K[1, 1])
+
+    def unpack(params):
+        direction = params[3:] / np.linalg.norm(params[3:])
+        return Rotation.from_rotvec(params[:3]).as_matrix(), direction
+
+    def residual(params):
+        R_, t_ = unpack(params)
+        tx = np.array([[0, -t_[2], t_[1]], [t_[2], 0, -t_[0]], [-t_[1], t_[0], 0]])
+        E = tx @ R_
+        Exp, Etxq = xp @ E.T, xq @ E
+        num = np.einsum("ij,ij->i", xq, Exp)
+        den = np.sqrt(Exp[:, 0] ** 2 + Exp[:, 1] ** 2 + Etxq[:, 0] ** 2 + Etxq[:, 1] ** 2) + 1e-12
+        return focal * num / den  # Sampson distance, in pixels
+
+    start = np.r_[Rotation.from_matrix(R).as_rotvec(), t / np.linalg.norm(t)]
+    solution = least_squares(residual, start, loss="huber", f_scale=1.0)
+    return unpack(solution.x)
+
+
+def _rotation_ransac(p: np.ndarray, q: np.ndarray, K: np.ndarray, threshold: float, iterations: int = 200):
+    """The pure rotation most matches agree with (two-match samples, Kabsch on each), refitted
+    on its inliers. Returns R [3,3] and the inlier mask [M]."""
+    rng = np.random.default_rng(0)  # fixed: the same video gives the same cameras
+    best = np.zeros(len(p), bool)
+    for _ in range(iterations):
+        sample = rng.choice(len(p), 2, replace=False)
+        R, _ = _rotation_fit(p[sample], q[sample], K)
+        _, residual = _rotation_fit_residual(R, p, q, K)
+        inliers = residual < threshold
+        if inliers.sum() > best.sum():
+            best = inliers
+    if best.sum() < 2:
+        return np.eye(3), best
+    for _ in range(3):  # refit on the inliers, re-select
+        R, _ = _rotation_fit(p[best], q[best], K)
+        best = _rotation_fit_residual(R, p, q, K)[1] < threshold
+    return R, best
+
+
+def _rotation_fit_residual(R: np.ndarray, p: np.ndarray, q: np.ndarray, K: np.ndarray):
+    warped = (_bearings(p, K) @ R.T) @ K.T
+    return R, np.linalg.norm(warped[:, :2] / warped[:, 2:] - q, axis=1)
+
+
+def _relative_pose(p: np.ndarray, q: np.ndarray, K: np.ndarray, cfg: CameraMotionConfig):
+    """R [3,3], unit t [3] (zeros for a rotation), inlier mask [M], rotation_only, for x_q = R x_p + t."""
+    import cv2
+
+    R_rot, rot_inl = _rotation_ransac(p, q, K, cfg.ransac_threshold_px)
+    E, inl = cv2.findEssentialMat(p, q, K, method=cv2.RANSAC, prob=0.999, threshold=cfg.ransac_threshold_px)
+    inl = np.zeros(len(p), bool) if E is None or E.shape != (3, 3) else inl.ravel() > 0
+    if max(inl.sum(), rot_inl.sum()) < cfg.min_inliers:
+        return None
+    if rot_inl.sum() >= cfg.rotation_support * inl.sum():
+        # a pure rotation explains (nearly) as many matches as a general motion: the
+        # translation is below what these matches can measure
+        return R_rot, np.zeros(3), rot_inl, True
+    # recoverPose picks the decomposition with most points in front of both cameras (its own
+    # mask also drops far points, which a short baseline makes all of them: not used)
+    _, R, t, _ = cv2.recoverPose(E, p[inl], q[inl], K)
+    R, t = _refine_pose(R, t.ravel(), p[inl], q[inl], K)
+    return R, t, inl, False
+
+
+def _triangulate_depths(p, q, K, w2c_p, w2c_q) -> np.ndarray:
+    """Depths [M] in camera p of the matches p <-> q [M,2], given 3x4 world-to-camera poses."""
+    import cv2
+
+    X = cv2.triangulatePoints(K @ w2c_p[:3], K @ w2c_q[:3], p.T, q.T)
+    X = (X[:3] / X[3]).T
+    return (X @ w2c_p[:3, :3].T + w2c_p[:3, 3])[:, 2]
+
+
+def estimate_camera_motion(frames, masks, K, cfg: CameraMotionConfig | None = None) -> CameraMotion:
+    """Camera of every frame from background feature matches (module docstring).
+
+    frames [T,H,W,3] float in [0,1] (torch or numpy); masks [T,H,W] int object ids, 0 =
+    background (None: every pixel is background); K [3,3] OpenCV intrinsics (pixel centres at
+    integer coordinates). Raises CameraMotionError when a frame cannot be matched.
+    """
+    cfg = cfg or CameraMotionConfig()
+    frames = np.asarray(frames.cpu() if isinstance(frames, Tensor) else frames, np.float64)
+    masks = None if masks is None else np.asarray(masks.cpu() if isinstance(masks, Tensor) else masks)
+    K = np.asarray(K.cpu() if isinstance(K, Tensor) else K, np.float64)
+    T = frames.shape[0]
+    gray = (frames @ np.array([0.299, 0.587, 0.114]) * 255).round().clip(0, 255).astype(np.uint8)
+    feats = [_features(gray[t], None if masks is None else masks[t], cfg) for t in range(T)]
+
+    w2c = [np.eye(4)]
+    reference, inliers, rotation_only = [0], [0], [False]
+    ref = 0
+    ref_depth = np.full(len(feats[0][0]), np.nan)  # depth of the reference's keypoints, global scale
+    scale = None  # last pair scale, for pairs with no known depths to compare
+    last = None   # (frame, matches, inlier mask) of the previous pair, to re-reference on
+    for t in range(1, T):
+        result = _pair(feats, ref, t, K, cfg)
+        if result is None and ref != t - 1:
+            ref, ref_depth = t - 1, _reference_depths(feats, last, w2c, K)
+            result = _pair(feats, ref, t, K, cfg)
+        if result is None:
+            raise CameraMotionError(f"cannot match the background of frame {t} to frame {ref}: fewer than "
+                                    f"{cfg.min_inliers} consistent matches; the background needs texture and overlap "
+                                    "between frames (try a smaller frame stride)")
+        R, t_unit, inl, rot, matches = result
+        relative = np.eye(4)
+        relative[:3, :3] = R
+        if not rot:
+            p, q = feats[ref][0][matches[inl, 0]], feats[t][0][matches[inl, 1]]
+            unit = np.eye(4)
+            unit[:3, :3], unit[:3, 3] = R, t_unit
+            d_unit = _triangulate_depths(p, q, K, np.eye(4), unit)
+            known = ref_depth[matches[inl, 0]]
+            ok = np.isfinite(known) & (d_unit > 0)
+            if ok.sum() >= 8:
+                scale = float(np.median(known[ok] / d_unit[ok]))
+            elif scale is None:  # the first pair with parallax sets the scale: median depth 1
+                scale = 1.0 / float(np.median(d_unit[d_unit > 0]))
+            relative[:3, 3] = scale * t_unit
+            ref_depth = _update_depths(ref_depth, matches[inl, 0], scale * d_unit)
+        w2c.append(relative @ w2c[ref])
+        reference.append(ref)
+        inliers.append(int(inl.sum()))
+        rotation_only.append(bool(rot))
+        last = (ref, t, matches[inl])
+    c2w = opencv_to_opengl_c2w(np.stack(w2c))
+    return CameraMotion(torch.from_numpy(c2w).float(), reference, inliers, rotation_only)
+
+
+def _pair(feats, ref: int, t: int, K, cfg: CameraMotionConfig):
+    matches = _match(feats[ref][1], feats[t][1], cfg.ratio)
+    if len(matches) < max(cfg.min_inliers, 8):
+        return None
+    result = _relative_pose(feats[ref][0][matches[:, 0]], feats[t][0][matches[:, 1]], K, cfg)
+    if result is None:
+        return None
+    return (*result, matches)
+
+
+def _update_depths(depths: np.ndarray, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Fill unknown depths of the reference keypoints; known ones keep their value."""
+    depths = depths.copy()
+    fresh = ~np.isfinite(depths[index]) & (values > 0)
+    depths[index[fresh]] = values[fresh]
+    return depths
+
+
+def _reference_depths(feats, last, w2c, K) -> np.ndarray:
+    """Depths of the keypoints of the previous pair's frame (the new reference), triangulated
+    from that pair with both global poses; NaN where unknown or for a rotation-only pair."""
+    old_ref, frame, matches = last
+    depths = np.full(len(feats[frame][0]), np.nan)
+    if np.linalg.norm(w2c[frame][:3, 3] - w2c[frame][:3, :3] @ w2c[old_ref][:3, :3].T @ w2c[old_ref][:3, 3]) < 1e-9:
+        return depths
+    p, q = feats[old_ref][0][matches[:, 0]], feats[frame][0][matches[:, 1]]
+    d = _triangulate_depths(q, p, K, w2c[frame], w2c[old_ref])
+    depths[matches[:, 1]] = np.where(d > 0, d, np.nan)
+    return depths
