@@ -1,8 +1,8 @@
 """Test videos with ground truth: procedural objects in rigid motion before a textured static
 background, seen by a panning, dollying camera.
 
-The scene (world +Z up, units of the procedural world): a back wall in the plane y = WALL_Y
-and a floor in z = FLOOR_Z, both textured with random-coloured blocks at two scales so that
+The scene (world +Z up, units of the procedural world): a back wall in the plane y = WALL_Y,
+a floor in z = FLOOR_Z and a few static pillars between (CRATES, for parallax), textured with random-coloured blocks at two scales so that
 feature matching and optical flow have corners everywhere; in front of them, objects from
 the procedural world (`core/data/procedural_shapes`: its shapes and colour words, a
 checkered pattern in object space, Lambert shading under a fixed world light) each moving
@@ -50,6 +50,7 @@ from torch import Tensor
 from core.cameras import Cameras, look_at
 from core.data.procedural import COLOR_RGB
 from core.data.procedural_render import object_mesh
+from core.data.procedural_shapes import box
 from core.data.video import intrinsics_opencv
 from renderers.mesh.mesh import vertex_normals
 from renderers.mesh.raster import interpolate, rasterize
@@ -60,13 +61,16 @@ CAMERA_Z = 0.2
 OBJECT_SHAPES = ["cube", "cylinder", "capsule", "pyramid", "sphere"]
 OBJECT_COLORS = ["red", "blue", "yellow", "green", "orange", "purple"]
 LIGHT_DIRECTION = (0.4, -0.6, 0.7)  # towards the light, world space
+# (x, y, half width, half height) of the static pillars, behind the objects' paths
+CRATES = [(-1.9, 4.4, 0.3, 0.7), (1.8, 4.8, 0.35, 0.9), (-0.5, 5.3, 0.3, 0.5), (0.7, 4.6, 0.25, 0.4)]
 
 
 @dataclass
 class SyntheticVideoConfig:
     """frames, width, height: the clip; fov_x_deg: horizontal field of view; pan_deg: total yaw
     of the camera over the clip; dolly: total sideways camera travel (world units; 0 = a pure
-    rotation); num_objects >= 1; supersample: odd samples per pixel side; query_stride: grid
+    rotation); num_objects >= 1; crates: static textured pillars (0-4) standing between the
+    objects' paths and the wall, for depth variety (parallax); supersample: odd samples per pixel side; query_stride: grid
     step of the t = 0 query points in pixels; occlusion_tolerance: relative depth margin."""
 
     frames: int = 24
@@ -76,6 +80,7 @@ class SyntheticVideoConfig:
     pan_deg: float = 12.0
     dolly: float = 0.4
     num_objects: int = 2
+    crates: int = 4
     supersample: int = 3
     query_stride: int = 4
     occlusion_tolerance: float = 0.05
@@ -180,17 +185,23 @@ def render_video(cfg: SyntheticVideoConfig) -> SyntheticVideo:
     wall = _plane((-14.0, WALL_Y, FLOOR_Z), (28.0, 0.0, 0.0), (0.0, 0.0, 12.0), 16)
     floor = _plane((-14.0, -2.0, FLOOR_Z), (0.0, WALL_Y + 2.0, 0.0), (28.0, 0.0, 0.0), 16)
     objects = _objects(cfg, rng)
-    parts = [wall, floor] + [(v, f) for v, f, _, _ in objects]
+    crates = []
+    for x, y, half_w, half_h in CRATES[:cfg.crates]:
+        v, f = box(half_w, half_w, half_h, 4)
+        crates.append((torch.from_numpy(v).float() + torch.tensor([x, y, FLOOR_Z + half_h]), torch.from_numpy(f)))
+    first = 2 + len(crates)  # parts: wall, floor, crates, objects
+    parts = [wall, floor] + crates + [(v, f) for v, f, _, _ in objects]
     offsets = np.cumsum([0] + [len(v) for v, _ in parts])
     faces = torch.cat([f + int(o) for (_, f), o in zip(parts, offsets[:-1])])
-    face_owner = torch.cat([torch.full((len(f),), k - 1 if k >= 2 else 0) for k, (_, f) in enumerate(parts)])
+    face_owner = torch.cat([torch.full((len(f),), k - first + 1 if k >= first else 0)
+                            for k, (_, f) in enumerate(parts)])
     face_part = torch.cat([torch.full((len(f),), k) for k, (_, f) in enumerate(parts)])
     object_poses = torch.stack([poses for _, _, _, poses in objects])  # [n,T,4,4]
     # per frame: world vertices (objects moved), and each vertex's canonical coordinates
     canonical = torch.cat([v for v, _ in parts])
     world = canonical.expand(T, -1, -1).clone()
     for k, (v, _, _, poses) in enumerate(objects):
-        lo, hi = offsets[k + 2], offsets[k + 3]
+        lo, hi = offsets[first + k], offsets[first + k + 1]
         world[:, lo:hi] = torch.einsum("tij,vj->tvi", poses[:, :3, :3], v) + poses[:, None, :3, 3]
     tables = torch.from_numpy(rng.uniform(0.05, 0.95, size=(2, 997, 3))).float()
     light = torch.tensor(LIGHT_DIRECTION) / torch.tensor(LIGHT_DIRECTION).norm()
@@ -208,8 +219,11 @@ def render_video(cfg: SyntheticVideoConfig) -> SyntheticVideo:
         on_wall, on_floor = part == 0, part == 1
         colour[on_wall] = _block_texture(position[on_wall][:, [0, 2]], tables)
         colour[on_floor] = _block_texture(position[on_floor][:, [0, 1]] + 100.0, tables)
+        on_crate = (part >= 2) & (part < first)
+        crate_uv = torch.stack([position[on_crate][:, 0] + position[on_crate][:, 1], position[on_crate][:, 2]], -1)
+        colour[on_crate] = _block_texture(crate_uv * 1.7 + 50.0, tables)
         for k, (_, _, (base, second), _) in enumerate(objects):
-            here = part == k + 2
+            here = part == first + k
             checks = torch.floor(local[here] / 0.18).long().sum(-1) % 2 == 1
             albedo = torch.where(checks[:, None], torch.tensor(second), torch.tensor(base))
             n = normal[here] / normal[here].norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -294,10 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objects", type=int, default=2)
     parser.add_argument("--pan", type=float, default=12.0, help="total camera yaw in degrees")
     parser.add_argument("--dolly", type=float, default=0.4, help="total sideways camera travel")
+    parser.add_argument("--crates", type=int, default=4, help="static pillars for parallax (0-4)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     cfg = SyntheticVideoConfig(frames=args.frames, width=args.size, height=args.size, num_objects=args.objects,
-                               pan_deg=args.pan, dolly=args.dolly, seed=args.seed)
+                               pan_deg=args.pan, dolly=args.dolly, crates=args.crates, seed=args.seed)
     write_video(render_video(cfg), args.out)
 
 
