@@ -61,13 +61,13 @@ def test_panning_and_dollying_camera_rotation_direction_and_scale():
     motion = estimate_camera_motion(video.frames, video.masks, video.K)
     truth = _relative_gt(video.c2w)
     errors = _rotation_errors_deg(motion.c2w, truth)
-    assert max(errors) < 1.0, errors  # measured max 0.51 degrees
+    assert max(errors) < 1.0, errors  # measured max 0.61 degrees
     directions = []
     for t in range(1, 8):
         t_est, t_gt = motion.c2w[t, :3, 3].double(), truth[t, :3, 3]
         cos = float(t_est @ t_gt / (t_est.norm() * t_gt.norm()))
         directions.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
-    assert max(directions) < 15.0, directions  # measured max 7.3 degrees (frame 3)
+    assert max(directions) < 15.0, directions  # measured max 5.1 degrees (frame 3)
     # one scale for the whole clip (monocular: the value itself is a convention)
     ratios = [float(motion.c2w[t, :3, 3].norm() / truth[t, :3, 3].norm()) for t in range(3, 8)]
     assert max(ratios) / min(ratios) < 1.15, ratios  # measured 1.04

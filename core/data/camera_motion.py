@@ -35,8 +35,10 @@ Method, for frames 0..T-1 with instance masks (0 = background):
    that sees enough of them is posed again by PnP (cv2.solvePnPRansac with SQPnP, then
    Levenberg-Marquardt on the inliers): 2D-3D resection uses the depth spread of the scene,
    which the two-view essential matrix of a short baseline confuses with a rotation.
-   (Frames that see too few of frame 0's points keep their step 2-4 pose; growing the map
-   beyond frame 0's view is left to the bundle adjustment / photometric refinement.)
+   Then a bundle adjustment refines those poses and the points together (scipy
+   least_squares, Huber on the reprojection error, sparse Jacobian; frame 0 fixed, the
+   scale put back). (Frames that see too few of frame 0's points keep their step 2-4 pose;
+   growing the map beyond frame 0's view is left to the photometric refinement.)
 6. Poses are w2c in OpenCV axes with world = camera 0; `opencv_to_opengl_c2w` turns them
    into the project's OpenGL c2w with frame 0 = identity (world = the first camera's OpenGL
    axes: x right, y up, the camera looking down -z).
@@ -64,7 +66,8 @@ class CameraMotionError(UserError):
 class CameraMotionConfig:
     """ratio: Lowe's ratio test; ransac_threshold_px: RANSAC inlier distance; rotation_support:
     inlier fraction (of the essential matrix's) at which a pure rotation wins; min_inliers: matches a pair needs;
-    mask_margin: pixels around object masks left out of matching; max_features per frame."""
+    mask_margin: pixels around object masks left out of matching; max_features per frame;
+    bundle_adjust: refine the resected poses and points jointly (step 5)."""
 
     ratio: float = 0.8
     ransac_threshold_px: float = 1.0
@@ -72,6 +75,7 @@ class CameraMotionConfig:
     min_inliers: int = 20
     mask_margin: int = 2
     max_features: int = 4000
+    bundle_adjust: bool = True
 
 
 @dataclass
@@ -313,6 +317,7 @@ def _resection(feats, w2c, reference, rotation_only, method, inliers, K, cfg: Ca
     if good.sum() < cfg.min_inliers:
         return
     points = {int(i): X[k] for k, i in enumerate(matches[:, 0]) if good[k]}  # frame-0 keypoint -> 3D
+    observations = [(0, i, feats[0][0][i]) for i in points]  # (frame, frame-0 keypoint, pixel)
     for t in range(1, len(w2c)):
         pairs = _match(feats[0][1], feats[t][1], cfg.ratio)
         pairs = pairs[[int(i) in points for i in pairs[:, 0]]] if len(pairs) else pairs
@@ -330,6 +335,61 @@ def _resection(feats, w2c, reference, rotation_only, method, inliers, K, cfg: Ca
         pose = np.eye(4)
         pose[:3, :3], pose[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
         w2c[t], reference[t], inliers[t], method[t] = pose, 0, len(inl), "pnp"
+        observations += [(t, int(pairs[k, 0]), image_points[k]) for k in inl]
+    if cfg.bundle_adjust:
+        _bundle_adjust(w2c, [t for t in range(len(w2c)) if method[t] == "pnp"], observations, points, K)
+
+
+def _bundle_adjust(w2c, posed: list[int], observations, points: dict, K: np.ndarray) -> None:
+    """Jointly refine the PnP-posed frames and the triangulated points (in place), minimising
+    the robust (Huber, 1 px) reprojection error of every observation; frame 0 stays the
+    identity and the scale is reset afterwards to the median depth of the points in frame 0
+    at its value before (the scale is the one free direction of the problem)."""
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+    from scipy.spatial.transform import Rotation
+
+    if not posed:
+        return
+    point_ids = sorted(points)
+    point_index = {i: k for k, i in enumerate(point_ids)}
+    frame_index = {t: k for k, t in enumerate(posed)}
+    obs = [(t, point_index[i], xy) for t, i, xy in observations if t == 0 or t in frame_index]
+    obs_frame = np.array([t for t, _, _ in obs])
+    obs_point = np.array([k for _, k, _ in obs])
+    obs_xy = np.stack([xy for _, _, xy in obs])
+    n_pose = 6 * len(posed)
+    start_points = np.stack([points[i] for i in point_ids])
+    depth_before = np.median(start_points[:, 2])
+    x0 = np.concatenate([np.concatenate([np.r_[Rotation.from_matrix(w2c[t][:3, :3]).as_rotvec(), w2c[t][:3, 3]]
+                                         for t in posed]), start_points.ravel()])
+
+    def residual(x):
+        poses = x[:n_pose].reshape(-1, 6)
+        X = x[n_pose:].reshape(-1, 3)
+        R = np.tile(np.eye(3), (len(obs), 1, 1))
+        t = np.zeros((len(obs), 3))
+        moving = obs_frame != 0
+        rows = np.array([frame_index[f] for f in obs_frame[moving]], int)
+        R[moving] = Rotation.from_rotvec(poses[rows, :3]).as_matrix()
+        t[moving] = poses[rows, 3:]
+        cam = np.einsum("nij,nj->ni", R, X[obs_point]) + t
+        pix = cam @ K.T
+        return (pix[:, :2] / pix[:, 2:] - obs_xy).ravel()
+
+    sparsity = lil_matrix((2 * len(obs), len(x0)), dtype=int)
+    for row, (f, k) in enumerate(zip(obs_frame, obs_point)):
+        if f != 0:
+            sparsity[2 * row:2 * row + 2, 6 * frame_index[f]:6 * frame_index[f] + 6] = 1
+        sparsity[2 * row:2 * row + 2, n_pose + 3 * k:n_pose + 3 * k + 3] = 1
+    solution = least_squares(residual, x0, jac_sparsity=sparsity, loss="huber", f_scale=1.0, x_scale="jac")
+    poses = solution.x[:n_pose].reshape(-1, 6)
+    X = solution.x[n_pose:].reshape(-1, 3)
+    rescale = depth_before / np.median(X[:, 2])
+    for t, pose in zip(posed, poses):
+        w2c[t] = np.eye(4)
+        w2c[t][:3, :3] = Rotation.from_rotvec(pose[:3]).as_matrix()
+        w2c[t][:3, 3] = pose[3:] * rescale
 
 
 def _pair(feats, ref: int, t: int, K, cfg: CameraMotionConfig):
