@@ -23,8 +23,9 @@ Method, for frames 0..T-1 with instance masks (0 = background):
    fits five points exactly, not the inliers.
 3. Scale. Monocular video fixes translation only up to scale; the convention here: the
    median depth of the background points triangulated in the first pair that shows parallax
-   is 1, in that pair's reference camera (frame 0 unless the camera only turned before).
-   Later pairs are scaled so that the depths they triangulate for the reference frame's
+   is 1, in that pair's reference camera (frame 0 unless the camera only turned before);
+   step 5, when it runs, resets it to the median depth in frame 0 of the points it
+   triangulates. Later pairs are scaled so that the depths they triangulate for the reference frame's
    keypoints agree (median ratio) with the depths already known for those keypoints.
 4. When fewer than `min_inliers` matches survive against the reference, the previous frame
    becomes the reference (its keypoints' depths triangulated from its own pair), so the
@@ -316,6 +317,11 @@ def _resection(feats, w2c, reference, rotation_only, method, inliers, K, cfg: Ca
         good &= (cam[:, 2] > 0) & (np.linalg.norm(pix[:, :2] / pix[:, 2:] - pts, axis=1) < cfg.ransac_threshold_px)
     if good.sum() < cfg.min_inliers:
         return
+    # the scale convention: these points' median depth in camera 0 (= world) is 1
+    factor = 1.0 / float(np.median(X[good, 2]))
+    X = X * factor
+    for pose in w2c:
+        pose[:3, 3] *= factor
     points = {int(i): X[k] for k, i in enumerate(matches[:, 0]) if good[k]}  # frame-0 keypoint -> 3D
     observations = [(0, i, feats[0][0][i]) for i in points]  # (frame, frame-0 keypoint, pixel)
     for t in range(1, len(w2c)):
