@@ -54,7 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.clip) if args.clip else Path(tmp)
         if not args.clip:
-            write_video(render_video(SyntheticVideoConfig(frames=args.frames, width=args.size, height=args.size)), folder)
+            cfg = SyntheticVideoConfig(frames=args.frames, width=args.size, height=args.size)
+            write_video(render_video(cfg), folder)
         clip = load_video_clip(folder / "frames", folder / "masks")
         truth = torch.from_numpy(np.load(folder / "gt.npz")["c2w"])
         start = time.perf_counter()

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.data.two_view import relative_pose, triangulate_depths
 from core.errors import UserError
 
 # OpenCV camera axes (x right, y down, z forward) <-> OpenGL (x right, y up, z backward).
@@ -128,116 +129,6 @@ def _match(desc_a, desc_b, ratio: float) -> np.ndarray:
     return np.array(good, int).reshape(-1, 2)
 
 
-def _nearest_rotation(M: np.ndarray) -> np.ndarray:
-    U, _, Vt = np.linalg.svd(M)
-    R = U @ Vt
-    return R if np.linalg.det(R) > 0 else U @ np.diag([1.0, 1.0, -1.0]) @ Vt
-
-
-def _bearings(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Unit viewing directions [M,3] (OpenCV camera axes) of pixels [M,2]."""
-    rays = np.c_[points, np.ones(len(points))] @ np.linalg.inv(K).T
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
-def _rotation_fit(p: np.ndarray, q: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rotation R taking bearings of p to those of q in least squares (Kabsch: the
-    orthogonal Procrustes solution R = U V^T of sum_i b_q,i b_p,i^T = U S V^T), and the pixel
-    residual [M] of each match under it, |q - pi(K R K^-1 p)|."""
-    bp, bq = _bearings(p, K), _bearings(q, K)
-    R = _nearest_rotation(bq.T @ bp)
-    warped = (bp @ R.T) @ K.T
-    return R, np.linalg.norm(warped[:, :2] / warped[:, 2:] - q, axis=1)
-
-
-def _refine_pose(R: np.ndarray, t: np.ndarray, p: np.ndarray, q: np.ndarray, K: np.ndarray):
-    """R, unit t minimising the robust (Huber, 1 px) Sampson error of x_q^T [t]x R x_p = 0 over
-    the inliers, from the RANSAC estimate; the five-point minimal solution RANSAC keeps is
-    exact only on its five samples."""
-    from scipy.optimize import least_squares
-    from scipy.spatial.transform import Rotation
-
-    xp = np.c_[p, np.ones(len(p))] @ np.linalg.inv(K).T
-    xq = np.c_[q, np.ones(len(q))] @ np.linalg.inv(K).T
-    focal = 0.5 * (K[0, 0] + K[1, 1])
-
-    def unpack(params):
-        direction = params[3:] / np.linalg.norm(params[3:])
-        return Rotation.from_rotvec(params[:3]).as_matrix(), direction
-
-    def residual(params):
-        R_, t_ = unpack(params)
-        tx = np.array([[0, -t_[2], t_[1]], [t_[2], 0, -t_[0]], [-t_[1], t_[0], 0]])
-        return _sampson_px(tx @ R_, xp, xq, focal)
-
-    start = np.r_[Rotation.from_matrix(R).as_rotvec(), t / np.linalg.norm(t)]
-    solution = least_squares(residual, start, loss="huber", f_scale=1.0)
-    return unpack(solution.x)
-
-
-def _sampson_px(E: np.ndarray, xp: np.ndarray, xq: np.ndarray, focal: float) -> np.ndarray:
-    """Signed Sampson distances [M] in pixels of normalised homogeneous matches xp, xq [M,3]
-    to the epipolar constraint xq^T E xp = 0 (E for normalised coordinates)."""
-    Exp, Etxq = xp @ E.T, xq @ E
-    num = np.einsum("ij,ij->i", xq, Exp)
-    den = np.sqrt(Exp[:, 0] ** 2 + Exp[:, 1] ** 2 + Etxq[:, 0] ** 2 + Etxq[:, 1] ** 2) + 1e-12
-    return focal * num / den
-
-
-def _rotation_ransac(p: np.ndarray, q: np.ndarray, K: np.ndarray, threshold: float, iterations: int = 200):
-    """The pure rotation most matches agree with (two-match samples, Kabsch on each), refitted
-    on its inliers. Returns R [3,3] and the inlier mask [M]."""
-    rng = np.random.default_rng(0)  # fixed: the same video gives the same cameras
-    best = np.zeros(len(p), bool)
-    for _ in range(iterations):
-        sample = rng.choice(len(p), 2, replace=False)
-        R, _ = _rotation_fit(p[sample], q[sample], K)
-        _, residual = _rotation_fit_residual(R, p, q, K)
-        inliers = residual < threshold
-        if inliers.sum() > best.sum():
-            best = inliers
-    if best.sum() < 2:
-        return np.eye(3), best
-    for _ in range(3):  # refit on the inliers, re-select
-        R, _ = _rotation_fit(p[best], q[best], K)
-        best = _rotation_fit_residual(R, p, q, K)[1] < threshold
-    return R, best
-
-
-def _rotation_fit_residual(R: np.ndarray, p: np.ndarray, q: np.ndarray, K: np.ndarray):
-    warped = (_bearings(p, K) @ R.T) @ K.T
-    return R, np.linalg.norm(warped[:, :2] / warped[:, 2:] - q, axis=1)
-
-
-def _relative_pose(p: np.ndarray, q: np.ndarray, K: np.ndarray, cfg: CameraMotionConfig):
-    """R [3,3], unit t [3] (zeros for a rotation), inlier mask [M], rotation_only, for x_q = R x_p + t."""
-    import cv2
-
-    R_rot, rot_inl = _rotation_ransac(p, q, K, cfg.ransac_threshold_px)
-    E, inl = cv2.findEssentialMat(p, q, K, method=cv2.RANSAC, prob=0.999, threshold=cfg.ransac_threshold_px)
-    inl = np.zeros(len(p), bool) if E is None or E.shape != (3, 3) else inl.ravel() > 0
-    if max(inl.sum(), rot_inl.sum()) < cfg.min_inliers:
-        return None
-    if rot_inl.sum() >= cfg.rotation_support * inl.sum():
-        # a pure rotation explains (nearly) as many matches as a general motion: the
-        # translation is below what these matches can measure
-        return R_rot, np.zeros(3), rot_inl, True
-    # recoverPose picks the decomposition with most points in front of both cameras (its own
-    # mask also drops far points, which a short baseline makes all of them: not used)
-    _, R, t, _ = cv2.recoverPose(E, p[inl], q[inl], K)
-    R, t = _refine_pose(R, t.ravel(), p[inl], q[inl], K)
-    return R, t, inl, False
-
-
-def _triangulate_depths(p, q, K, w2c_p, w2c_q) -> np.ndarray:
-    """Depths [M] in camera p of the matches p <-> q [M,2], given 3x4 world-to-camera poses."""
-    import cv2
-
-    X = cv2.triangulatePoints(K @ w2c_p[:3], K @ w2c_q[:3], p.T, q.T)
-    X = (X[:3] / X[3]).T
-    return (X @ w2c_p[:3, :3].T + w2c_p[:3, 3])[:, 2]
-
-
 def estimate_camera_motion(frames, masks, K, cfg: CameraMotionConfig | None = None) -> CameraMotion:
     """Camera of every frame from background feature matches (module docstring).
 
@@ -275,7 +166,7 @@ def estimate_camera_motion(frames, masks, K, cfg: CameraMotionConfig | None = No
             p, q = feats[ref][0][matches[inl, 0]], feats[t][0][matches[inl, 1]]
             unit = np.eye(4)
             unit[:3, :3], unit[:3, 3] = R, t_unit
-            d_unit = _triangulate_depths(p, q, K, np.eye(4), unit)
+            d_unit = triangulate_depths(p, q, K, np.eye(4), unit)
             known = ref_depth[matches[inl, 0]]
             ok = np.isfinite(known) & (d_unit > 0)
             if ok.sum() >= 8:
@@ -402,7 +293,8 @@ def _pair(feats, ref: int, t: int, K, cfg: CameraMotionConfig):
     matches = _match(feats[ref][1], feats[t][1], cfg.ratio)
     if len(matches) < max(cfg.min_inliers, 8):
         return None
-    result = _relative_pose(feats[ref][0][matches[:, 0]], feats[t][0][matches[:, 1]], K, cfg)
+    result = relative_pose(feats[ref][0][matches[:, 0]], feats[t][0][matches[:, 1]], K, cfg.ransac_threshold_px,
+                           cfg.rotation_support, cfg.min_inliers)
     if result is None:
         return None
     return (*result, matches)
@@ -424,6 +316,6 @@ def _reference_depths(feats, last, w2c, K) -> np.ndarray:
     if np.linalg.norm(w2c[frame][:3, 3] - w2c[frame][:3, :3] @ w2c[old_ref][:3, :3].T @ w2c[old_ref][:3, 3]) < 1e-9:
         return depths
     p, q = feats[old_ref][0][matches[:, 0]], feats[frame][0][matches[:, 1]]
-    d = _triangulate_depths(q, p, K, w2c[frame], w2c[old_ref])
+    d = triangulate_depths(q, p, K, w2c[frame], w2c[old_ref])
     depths[matches[:, 1]] = np.where(d > 0, d, np.nan)
     return depths

@@ -2,8 +2,9 @@
 background, seen by a panning, dollying camera.
 
 The scene (world +Z up, units of the procedural world): a back wall in the plane y = WALL_Y,
-a floor in z = FLOOR_Z and a few static pillars between (CRATES, for parallax), textured with random-coloured blocks at two scales so that
-feature matching and optical flow have corners everywhere; in front of them, objects from
+a floor in z = FLOOR_Z and a few static pillars between (CRATES, for parallax), textured
+with random-coloured blocks at two scales so that feature matching and optical flow have
+corners everywhere; in front of them, objects from
 the procedural world (`core/data/procedural_shapes`: its shapes and colour words, a
 checkered pattern in object space, Lambert shading under a fixed world light) each moving
 rigidly: a straight path in x plus a turn about its own vertical axis, paths crossing so that
@@ -70,8 +71,8 @@ class SyntheticVideoConfig:
     """frames, width, height: the clip; fov_x_deg: horizontal field of view; pan_deg: total yaw
     of the camera over the clip; dolly: total sideways camera travel (world units; 0 = a pure
     rotation); num_objects >= 1; crates: static textured pillars (0-4) standing between the
-    objects' paths and the wall, for depth variety (parallax); supersample: odd samples per pixel side; query_stride: grid
-    step of the t = 0 query points in pixels; occlusion_tolerance: relative depth margin."""
+    objects' paths and the wall, for depth variety (parallax); supersample: odd samples per
+    pixel side; query_stride: grid step of the t = 0 query points in pixels; occlusion_tolerance: relative depth margin."""
 
     frames: int = 24
     width: int = 128
