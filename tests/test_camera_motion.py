@@ -92,3 +92,34 @@ def test_textureless_video_is_a_user_error():
     with pytest.raises(UserError, match="cannot match the background of frame 1"):
         estimate_camera_motion(frames, None, np.array([[40.0, 0, 23.5], [0, 40.0, 23.5], [0, 0, 1]]))
     assert issubclass(CameraMotionError, UserError)
+
+
+def _project_cv(points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray) -> np.ndarray:
+    cam = points @ R.T + t
+    return (cam[:, :2] / cam[:, 2:]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+
+
+def test_two_view_geometry_on_exact_correspondences():
+    from scipy.spatial.transform import Rotation
+
+    from core.data.two_view import relative_pose, rotation_fit, triangulate_depths
+
+    rng = np.random.default_rng(3)
+    K = np.array([[110.0, 0, 63.5], [0, 110.0, 63.5], [0, 0, 1]])
+    points = np.c_[rng.uniform(-2, 2, (200, 2)), rng.uniform(3, 8, 200)]  # in front of camera p
+    R = Rotation.from_euler("xyz", [2.0, -5.0, 1.0], degrees=True).as_matrix()
+    p = _project_cv(points, np.eye(3), np.zeros(3), K)
+    # a pure rotation: Kabsch recovers it, and the pair is classified as one
+    q_rot = _project_cv(points, R, np.zeros(3), K)
+    assert np.allclose(rotation_fit(p, q_rot, K), R, atol=1e-9)
+    _, t_rot, _, rotation_only = relative_pose(p, q_rot, K, 1.0, 0.9, 20)
+    assert rotation_only and np.allclose(t_rot, 0)
+    # a general motion: R and the direction of t, then depths by triangulation
+    t = np.array([0.6, 0.1, 0.2])
+    q = _project_cv(points, R, t, K)
+    R_est, t_est, inliers, rotation_only = relative_pose(p, q, K, 1.0, 0.9, 20)
+    assert not rotation_only and inliers.all()
+    assert np.allclose(R_est, R, atol=1e-6) and np.allclose(t_est, t / np.linalg.norm(t), atol=1e-6)
+    pose_q = np.eye(4)
+    pose_q[:3, :3], pose_q[:3, 3] = R, t
+    assert np.allclose(triangulate_depths(p, q, K, np.eye(4), pose_q), points[:, 2], rtol=1e-6)

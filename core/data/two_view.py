@@ -95,7 +95,10 @@ def relative_pose(p: np.ndarray, q: np.ndarray, K: np.ndarray, threshold_px: flo
     import cv2
 
     R_rot, rot_inl = rotation_ransac(p, q, K, threshold_px)
-    E, inl = cv2.findEssentialMat(p, q, K, method=cv2.RANSAC, prob=0.999, threshold=threshold_px)
+    try:
+        E, inl = cv2.findEssentialMat(p, q, K, method=cv2.RANSAC, prob=0.999, threshold=threshold_px)
+    except cv2.error:  # the five-point solver's polynomial degenerates on exact pure rotations
+        E, inl = None, None
     inl = np.zeros(len(p), bool) if E is None or E.shape != (3, 3) else inl.ravel() > 0
     if max(inl.sum(), rot_inl.sum()) < min_inliers:
         return None
