@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 browser: $(STAMP)
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
-	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install --quiet -e ".[dev,ray]"
 
 # pytest's exit code 5 means it collected no tests: that is a failure too.
 test: $(STAMP) browser

@@ -8,6 +8,7 @@ created (`fresh_run_folder`). Any other exception is a bug and keeps its traceba
 from __future__ import annotations
 
 import argparse
+import sys
 import contextlib
 import shutil
 from pathlib import Path
@@ -147,32 +148,36 @@ def add_batch_command(subparsers) -> None:
     p.add_argument("prompts", type=Path, help="prompts.txt or prompts.jsonl")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")
     p.add_argument("--config", default="text_to_3d/gaussian_sds", help="preset for jobs that name none")
-    p.add_argument("--out", type=Path, default=None, help="batch folder (default runs/batch-<file name>)")
+    p.add_argument("--out", default=None,
+                   help="batch folder or fsspec URL (s3://..., file://...; default runs/batch-<file name>)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each job as a Ray task: alone, on a Ray runtime started on this machine; 'auto' or "
+                        "ray://HOST:PORT joins a cluster (needs pip install 'scorelift[ray]'; see docs/ray.md)")
     p.set_defaults(func=run_batch_command)
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
-    from app.jobs import BatchFileError, read_jobs, run_batch
-    from core.pipelines.text_to_3d import TextTo3DConfig, generate
+    from app.jobs import BatchInterrupted, TextTo3DJob, read_jobs, run_batch
+    from core.pipelines.text_to_3d import TextTo3DConfig
 
+    if args.ray is not None and "=" in args.ray:  # `--ray key=value`: an override, not an address
+        args.overrides, args.ray = [*args.overrides, args.ray], "local"
+    out = args.out or str(Path("runs") / f"batch-{args.prompts.stem}")
     try:
         jobs = read_jobs(args.prompts)
-    except BatchFileError as e:
-        raise CLIError(str(e)) from None
-    load_job_config(TextTo3DConfig, args.config, args.overrides)  # bad shared overrides fail before any job
-    out = args.out or Path("runs") / f"batch-{args.prompts.stem}"
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} is a file; give a folder")
+        load_job_config(TextTo3DConfig, args.config, args.overrides)  # bad shared overrides fail before any job
+        executor = None
+        if args.ray is not None:
+            from app.ray_jobs import RayExecutor
 
-    def run_job(job, config, overrides, folder):
-        cfg = load_job_config(TextTo3DConfig, config, overrides)
-        cfg.prompt = job.prompt
-        print(f"[{job.prompt}] -> {folder}")
-        return generate(cfg, folder)
-
-    counts = run_batch(jobs, out, args.config, list(args.overrides), run_job)
+            executor = RayExecutor(address=None if args.ray == "local" else args.ray)
+        counts = run_batch(jobs, out, args.config, list(args.overrides), TextTo3DJob(), executor)
+    except BatchInterrupted as e:
+        print(f"batch: interrupted: {e.counts['done']} done, {e.counts['failed']} failed, {e.unfinished} unfinished "
+              "(run the same command again to resume them)", file=sys.stderr)
+        return 130
     print(f"batch: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} already done; "
-          f"manifest: {out / 'manifest.jsonl'}")
+          f"manifest: {out.rstrip('/')}/manifest.jsonl")
     return 1 if counts["failed"] else 0
 
 

@@ -64,6 +64,22 @@ class StageConfig:
 
 
 @dataclass
+class JobResources:
+    """What one job reserves on the machine that runs it when a batch runs on a cluster
+    (app/ray_jobs.py turns it into Ray's num_cpus / num_gpus / memory; the local executor
+    ignores it). num_cpus: cores, also the job's torch threads; num_gpus: GPUs (a fraction
+    shares one); memory_gb: RAM reserved for the job's process (0 reserves none)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_gb: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_cpus <= 0 or self.num_gpus < 0 or self.memory_gb < 0:
+            raise ValueError("need num_cpus > 0, num_gpus >= 0 and memory_gb >= 0")
+
+
+@dataclass
 class DistillationConfig:
     """What every distillation job shares; pipelines add their inputs (prompt, image)."""
 
@@ -89,6 +105,7 @@ class DistillationConfig:
     turntable_elevation: float = 15.0
     turntable_radius: float = 2.5
     turntable_fov: float = 45.0
+    resources: JobResources = field(default_factory=JobResources)
 
     def __post_init__(self) -> None:
         if not self.stages:
