@@ -56,6 +56,15 @@ def top_camera(size: int = 64) -> Cameras:
     return spherical_cameras(90.0 * one, 0.0 * one, 2.5 * one, 45.0 * one, size, size)
 
 
+def scene_device(scene) -> torch.device:
+    """The device a scene renders on (its `device`, else its first parameter's, else CPU)."""
+    device = getattr(scene, "device", None)
+    if device is not None:
+        return torch.device(device)
+    first = next(iter(scene.parameters()), None) if hasattr(scene, "parameters") else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 @dataclass
 class LeakReport:
     """leak: share in [0,1] of covered pixels near the training background (over the opposite
@@ -71,7 +80,8 @@ def background_leak(scene, training_background=(1.0, 1.0, 1.0), cameras: Cameras
     """The leak figure of `scene` (module docstring) from `cameras` (default `leak_cameras()`)."""
     cameras = cameras if cameras is not None else leak_cameras()
     train_bg = torch.as_tensor(training_background, dtype=torch.float32).reshape(3)
-    out = scene.render(cameras.to(scene.device), opposite_background(train_bg).to(scene.device))
+    device = scene_device(scene)
+    out = scene.render(cameras.to(device), opposite_background(train_bg).to(device))
     rgb, alpha = out.rgb.float().cpu(), out.alpha[..., 0].float().cpu()
     covered = alpha >= coverage
     near = (rgb - train_bg).abs().amax(-1) <= tolerance
@@ -82,7 +92,8 @@ def background_leak(scene, training_background=(1.0, 1.0, 1.0), cameras: Cameras
 @torch.no_grad()
 def hole_alpha(scene, size: int = 64, patch: int = 3) -> float:
     """Mean alpha in [0,1] over the central `patch` x `patch` pixels of the top view (`top_camera`)."""
-    out = scene.render(top_camera(size).to(scene.device), torch.zeros(3, device=scene.device))
+    device = scene_device(scene)
+    out = scene.render(top_camera(size).to(device), torch.zeros(3, device=device))
     start = (size - patch) // 2
     return float(out.alpha[0, start:start + patch, start:start + patch, 0].mean())
 
