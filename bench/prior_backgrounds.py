@@ -9,9 +9,8 @@ x0_hat = (x_t - sqrt(1 - a_t) eps_cfg) / sqrt(a_t), decoded). Printed per backgr
   prior keeps the background it is given; large: it repaints it, e.g. to white);
 - bg_rgb: the mean colour it paints there;
 - object_err: mean |x0_hat - render| over object pixels (alpha > 0.95);
-- colour/shape: how often the classifier names the object's colour/shape in x0_hat
-  composited... (not composited: the classifier sees x0_hat as it is, so only the white row
-  is in the classifier's own distribution).
+- colour/shape: how often the classifier names the object's colour/shape in x0_hat (the
+  classifier was trained over white: only the white rows are in its distribution).
 
 If the prior repaints other backgrounds white, random backgrounds during distillation pull
 the render toward white where the object is not, i.e. they ask for white geometry: they do
