@@ -72,3 +72,9 @@ def test_meshed_torus_keeps_its_hole_open_and_drops_floaters(tmp_path):
     # through the tube it meets the top and bottom surface
     assert _hits(mesh, (MAJOR, 2.0, 0.0), (0.0, -1.0, 0.0)) == 2
     assert _hits(mesh, (0.0, 0.0, 2.0), (0.0, 0.0, -1.0)) == 4   # sideways through both sides of the ring
+
+
+def test_an_all_transparent_scene_is_left_whole():
+    data = torus_scene().to_data()
+    data.logit_opacities[:] = -8.0
+    assert floater_mask(data).all()

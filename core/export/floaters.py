@@ -68,7 +68,9 @@ def floater_mask(data: GaussianData, cfg: FloaterConfig | None = None) -> torch.
     keep = opacity >= cfg.min_opacity
     index = keep.nonzero().squeeze(-1).numpy()
     if len(index) < 3:
-        return keep
+        # next to nothing is visible (e.g. a run stopped after a few steps): cleaning would
+        # leave an empty asset, so keep it as it is
+        return torch.ones_like(keep) if len(index) == 0 else keep
     points = data.means.detach().float().cpu().numpy()[index]
     tree = cKDTree(points)
     k = min(cfg.outlier_neighbours, len(points) - 1)
