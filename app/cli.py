@@ -3,8 +3,10 @@
 Each subcommand is one `add_<name>_command(subparsers)` that declares its options and
 sets `func`, the function that runs it (app/cli_jobs.py: generate, batch, demo,
 reconstruct; app/cli_assets.py: render, export; app/cli_web.py: web). A new subcommand
-is one more such pair, added to `COMMANDS`. Errors a user can cause (missing or wrong file, impossible size)
-raise `CLIError` or a known exception and end as one line on stderr with exit code 2.
+is one more such pair, added to `COMMANDS`. Errors a user can cause (missing or wrong file, bad config,
+unknown prompt word, impossible size) raise `core.errors.UserError` (CLIError is one) where they are
+detected and end as one line on stderr with exit code 2; any other exception is a bug and keeps its
+traceback (exit code 1).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Callable, Sequence
 from app.cli_assets import add_export_command, add_render_command
 from app.cli_jobs import (add_batch_command, add_demo_command, add_generate_command, add_reconstruct_command,
                           add_train_prior_command)
-from app.cli_options import CLIError
 from app.cli_web import add_web_command
+from core.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `scorelift ARGS` and return the exit code: 0 done, 2 a user error (one line on stderr)."""
+    """Run `scorelift ARGS` and return the exit code: 0 done, 2 a user error (one line on stderr).
+    Anything but a UserError propagates with its traceback (the interpreter exits with 1)."""
     parser = build_parser()
     try:
         # Overrides (key=value) may sit anywhere among the options: argparse leaves the ones
@@ -58,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return int(args.func(args) or 0)
-    except CLIError as e:
-        print(f"scorelift {args.command}: error: {e}", file=sys.stderr)
+    except UserError as e:  # CLIError included; a bare ValueError is a bug and keeps its traceback
+        message = " ".join(str(e).split("\n"))
+        print(f"scorelift {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

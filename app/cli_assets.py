@@ -51,6 +51,7 @@ def run_render(args: argparse.Namespace) -> int:
     import torch
 
     from core.cameras import load_nerf_synthetic, orbit_cameras
+    from core.export.assets import load_scene
     from core.export.video import turntable
 
     if not 0 < args.fov < 180:
@@ -60,14 +61,11 @@ def run_render(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} is a file; give a folder")
     device = pick_device(args.device)
-    scene = load_asset(args.scene)
+    scene = load_scene(args.scene)  # missing, unreadable or unknown files: UserError
     scene.to(device).eval()
 
     if args.cameras is not None:
-        try:
-            cameras, file_paths = load_nerf_synthetic(args.cameras, args.width, args.height)
-        except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-            raise CLIError(f"{args.cameras}: {e}" if str(args.cameras) not in str(e) else str(e)) from None
+        cameras, file_paths = load_nerf_synthetic(args.cameras, args.width, args.height)  # UserError names the file
         names, video = frame_names(file_paths), None
     else:
         n = args.orbit or 24
@@ -81,17 +79,6 @@ def run_render(args: argparse.Namespace) -> int:
     print(f"wrote {len(result.frames)} frames ({cameras.width}x{cameras.height}) to {args.out}"
           + (f" and {result.video}" if result.video else ""))
     return 0
-
-
-def load_asset(path: Path):
-    """load_scene with the user's mistakes (missing, unreadable or unknown files) as CLIError."""
-    from core.export.assets import AssetError, load_scene
-    from renderers.gaussian.ply import SplatFormatError
-
-    try:
-        return load_scene(path)
-    except (FileNotFoundError, SplatFormatError, AssetError) as e:
-        raise CLIError(str(e)) from None
 
 
 # --- scorelift export ---------------------------------------------------------------------------
@@ -119,7 +106,7 @@ def add_export_command(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from core.export.assets import AssetError, ExportOptions, export_scene, resolve_asset
+    from core.export.assets import ExportOptions, export_scene, load_scene, resolve_asset
 
     if args.resolution < 8:
         raise CLIError(f"--resolution must be at least 8, got {args.resolution}")
@@ -127,7 +114,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--texture-size must be at least 8, got {args.texture_size}")
     if args.faces is not None and args.faces < 4:
         raise CLIError(f"--faces must be at least 4, got {args.faces}")
-    scene = load_asset(args.asset)
+    scene = load_scene(args.asset)
     scene.to(pick_device(args.device)).eval()
     source = resolve_asset(args.asset)  # the model file itself, also for a run folder
     out = args.out or source.with_suffix(f".{args.format}")
@@ -140,9 +127,6 @@ def run_export(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise CLIError(f"--out {out} is a folder; give a file path")
     options = ExportOptions(resolution=args.resolution, texture_size=args.texture_size, target_faces=args.faces)
-    try:
-        written = export_scene(scene, out, args.format, options)
-    except (AssetError, ValueError) as e:  # ValueError: e.g. an empty scene has no surface to extract
-        raise CLIError(str(e)) from None
+    written = export_scene(scene, out, args.format, options)  # an empty scene: UserError from extract
     print(f"wrote {written}")
     return 0

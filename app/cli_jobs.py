@@ -1,13 +1,35 @@
 """The job subcommands: generate (text or image to 3D), batch, demo and reconstruct.
-Each loads a preset with overrides, writes one run folder and prints what it wrote."""
+Each loads a preset with overrides, writes one run folder and prints what it wrote.
+
+A user's mistake is a `core.errors.UserError` raised where it is detected; these commands let
+it through to app/cli.py (one line, exit code 2) after removing a run folder the failed job
+created (`fresh_run_folder`). Any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 from app.cli_options import (CLIError, check_run_folder, load_job_config, pick_device, positive_int, print_outputs,
                              run_folder_name)
+
+
+@contextlib.contextmanager
+def fresh_run_folder(out: Path, resume: bool) -> Iterator[None]:
+    """On a UserError inside, remove `out` when this job created it (not on --resume, never a
+    folder that existed before): a mistake leaves no half-written run folder behind."""
+    from core.errors import UserError
+
+    existed = out.exists()
+    try:
+        yield
+    except UserError:
+        if not existed and not resume and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def add_reconstruct_command(subparsers) -> None:
@@ -32,12 +54,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     cfg = load_job_config(ReconstructConfig, args.config, [*args.overrides, f"data={args.data}"])
     out = args.out or run_folder_name("reconstruct", args.data.resolve().name)
     check_run_folder(out, args.resume)
-    try:
-        dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None, cfg.renderer.background)
-    except (FileNotFoundError, ValueError) as e:
-        raise CLIError(str(e)) from None
+    dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None, cfg.renderer.background)
     print(f"reconstructing {len(dataset)} views of {args.data} into {out}")
-    print_outputs(reconstruct(cfg, out, dataset=dataset))
+    with fresh_run_folder(out, args.resume):
+        paths = reconstruct(cfg, out, dataset=dataset)
+    print_outputs(paths)
     return 0
 
 
@@ -64,9 +85,6 @@ def add_generate_command(subparsers) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from core.data.reference import ReferenceImageError
-    from core.priors.loading import PriorLoadError
-
     if args.prompt is not None and "=" in args.prompt and args.image is not None:
         args.overrides, args.prompt = [args.prompt, *args.overrides], None  # `generate --image x k=v`
     from_preset = args.prompt is not None and args.prompt.endswith((".yaml", ".yml")) and args.config is None
@@ -84,10 +102,8 @@ def run_generate(args: argparse.Namespace) -> int:
     out = args.out or run_folder_name("generate", name)
     check_run_folder(out, args.resume)
     print(f"generating '{name}' with {args.config or 'the default preset'} into {out}")
-    try:
+    with fresh_run_folder(out, args.resume):
         paths = job(cfg, out)
-    except (PriorLoadError, ReferenceImageError, ValueError) as e:
-        raise CLIError(str(e)) from None
     print_outputs(paths)
     return 0
 
@@ -95,7 +111,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def build_generate_job(prompt: str | None, image: Path | None, config: str | None, overrides, seed: int | None = None,
                        steps: int | None = None, device: str | None = None):
     """(cfg, name, job) for one text- or image-to-3D run, as `scorelift generate` and the web app
-    (app/web.py) build it; `job(cfg, out_dir, callbacks=...)` runs it. CLIError on a bad preset,
+    (app/web.py) build it; `job(cfg, out_dir, callbacks=...)` runs it. UserError (ConfigError, CLIError) on a bad preset,
     override or an empty prompt."""
     from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
     from core.pipelines.text_to_3d import TextTo3DConfig, generate
@@ -176,7 +192,7 @@ def add_train_prior_command(subparsers) -> None:
 
 
 def run_train_prior(args: argparse.Namespace) -> int:
-    from core.priors.builtin.train import main as train_main
+    from core.training.train import main as train_main
 
     train_main([args.what, *args.options])
     return 0
@@ -213,11 +229,11 @@ def run_demo(args: argparse.Namespace) -> int:
         cfg = load_job_config(ReconstructConfig, "reconstruct/gaussian", overrides)
         spec = procedural_object("torus", "orange", "shiny", "striped")
         print(f"demo: rendering {args.views} views of '{spec.caption}' into {out / 'views'}")
-        write_procedural_views(out / "views", spec, args.views, size=max(cfg.width, cfg.height, 32))
-        paths = reconstruct(cfg, out)
+        with fresh_run_folder(out, resume=False):
+            write_procedural_views(out / "views", spec, args.views, size=max(cfg.width, cfg.height, 32))
+            paths = reconstruct(cfg, out)
     else:
         from core.pipelines.text_to_3d import TextTo3DConfig, generate
-        from core.priors.loading import PriorLoadError
 
         cfg = load_job_config(TextTo3DConfig, "text_to_3d/gaussian_sds", args.overrides)
         cfg.prompt = args.prompt
@@ -227,10 +243,8 @@ def run_demo(args: argparse.Namespace) -> int:
         out = args.out or run_folder_name("demo", args.prompt)
         check_run_folder(out, resume=False)
         print(f"demo: text-to-3D of '{args.prompt}' (text_to_3d/gaussian_sds, prior {cfg.prior.model}) into {out}")
-        try:
+        with fresh_run_folder(out, resume=False):
             paths = generate(cfg, out)
-        except (PriorLoadError, ValueError) as e:
-            raise CLIError(str(e)) from None
     print_outputs(paths)
     print(f"demo: done in {time.perf_counter() - tic:.0f} s; open {out / 'turntable' / 'turntable.mp4'}")
     return 0

@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from core.errors import UserError
+
 MAX_IMAGE_SIZE = 8192
 
 
-class CLIError(Exception):
-    """A problem with the user's input; printed as one line, exit code 2."""
+class CLIError(UserError):
+    """A problem with the user's input found by the command line itself (an option out of
+    range, an --out that is a file); a UserError, so printed as one line, exit code 2."""
 
 
 NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
@@ -76,7 +79,7 @@ def load_job_config(schema, preset: str, overrides: Sequence[str]):
 
     try:
         return load_config(schema, resolve_preset(preset), overrides)
-    except ConfigError as e:
+    except ConfigError as e:  # a UserError already; as CLIError for doors that catch that (app/web_job.py)
         raise CLIError(str(e)) from None
 
 

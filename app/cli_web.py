@@ -10,14 +10,18 @@ from app.cli_options import CLIError
 
 def add_web_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "web", help="the web app: text-to-3D and image-to-3D in the browser",
-        description="Serve a Gradio page with a text-to-3D and an image-to-3D tab (preset, seed, steps, "
-                    "overrides; live status and previews; the mesh, turntable and files when done). Runs go "
-                    "one at a time into RUNS/generate-<slug>-<time>/, as with `scorelift generate`.",
+        "web", help="the web app: text-to-3D and image-to-3D in the browser, and the past runs",
+        description="Serve a Gradio page with a tab per pipeline (text to 3D, image to 3D: preset, seed, steps, "
+                    "overrides; progress with ETA and previews; the mesh and splat in 3D viewers, the turntable, "
+                    "the files and key metrics when done) and a Runs tab (past run folders; resume a stopped "
+                    "one). Jobs run one at a time, in order, into RUNS/generate-<slug>-<time>/. It listens on "
+                    "127.0.0.1 only unless --host says otherwise, and serves no file outside RUNS.",
     )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides applied to every job the page starts (before the page's own)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
     p.set_defaults(func=run_web)
 
@@ -29,6 +33,9 @@ def run_web(args: argparse.Namespace) -> int:
         raise CLIError(f"--port {args.port} is not a port number in 1..65535")
     if args.runs.exists() and not args.runs.is_dir():
         raise CLIError(f"--runs {args.runs} is a file; give a folder")
+    bad = [o for o in args.overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise CLIError(f"'{bad[0]}' is not a KEY=VALUE override")
     print(f"scorelift web: serving on http://{args.host}:{args.port} (runs in {args.runs}); Ctrl+C stops")
-    launch(args.host, args.port, args.share, args.runs)
+    launch(args.host, args.port, args.share, args.runs, job_overrides=list(args.overrides))
     return 0

@@ -1,7 +1,19 @@
-"""One web-app job: a text- or image-to-3D run in a background thread, watched through the
-runner's callbacks (core/runner.py) and read back as a stream of `WebUpdate`s. It builds the
-config exactly as `scorelift generate` does (app/cli_jobs.build_generate_job), writes its own
-run folder, and can be cancelled; app/web.py turns the updates into Gradio outputs."""
+"""The web app's jobs: a request checked at once, run by the job line (app/web_queue.py) in its
+worker thread, and each job's progress read back as a stream of `WebUpdate`s.
+
+A `WebJob` is checked when it is made (`WebJob(request, runs_dir)`): a bad request is a job in
+state 'error' with one `error: ...` line and no run folder. A good one waits in the `JobQueue`
+('queued', with its place in line), then runs ('running') in its own run folder, built exactly
+as `scorelift generate` builds it (app/cli_jobs.build_generate_job), and ends 'done',
+'cancelled' or 'error'. Cancel works in both waiting and running states: a waiting job leaves
+the line, a running one stops before its next step (the runner checkpoints, so the Runs tab can
+resume it). A user error found only once the run started (e.g. a prior that fails to load)
+removes the run folder again when no step was checkpointed; any other exception is a bug: the
+page shows "internal error" and the path of the log holding its traceback.
+
+The ETA counts the export too: training time is extrapolated from the steps so far, the export
+time is the last measured one of the same preset in this runs folder (else a stated guess).
+"""
 
 from __future__ import annotations
 
@@ -9,64 +21,71 @@ import shutil
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from app.cli_jobs import build_generate_job
-from app.cli_options import CLIError, run_folder_name
+from app.cli_options import run_folder_name
+from app.web_inputs import check_image, check_prompt_words, parse_overrides, user_errors, whole_number
+from app.web_runs import (SERVER_ID, enlarged_preview, has_checkpoint, new_record, read_record, resumable,
+                          retime_turntable, write_record, write_view_splat)
+from core.errors import UserError
 
 # Run folders are named by prompt and second; this lock makes two jobs in the same second
 # take different folders instead of sharing one.
 _FOLDER_LOCK = threading.Lock()
 
+# What the page asks of every job unless the preset's overrides say otherwise: a turntable
+# worth watching (256 px, 48 frames re-encoded at WEB_TURNTABLE_FPS: 3 s).
+WEB_DEFAULTS = ("turntable_frames=48", "turntable_size=256")
+WEB_TURNTABLE_FPS = 16.0
+# The export estimate before a run of the preset has been timed in this runs folder (the default
+# text preset's export measured 70 s on a busy 2-core CPU, see docs/web.md).
+EXPORT_GUESS_S = 60.0
+RATE_WINDOW = 50  # steps the training ETA's speed is measured over
+
+STATES = ("queued", "running", "done", "cancelled", "error")
+
 
 @dataclass
 class JobRequest:
-    """What the user asked for. kind: 'text' (prompt) or 'image' (image: a picture's path).
-    overrides: the free-text box, one `key=value` per line, as on the command line."""
+    """What the user asked for. kind: 'text' (prompt), 'image' (image: the uploaded file's
+    path) or 'resume' (resume: a run folder's name under the runs folder). seed/steps: None
+    means the preset's. overrides: the free-text box, one `key=value` per line."""
 
     kind: str
-    preset: str
+    preset: str = ""
     prompt: str = ""
     image: str | None = None
-    seed: int | None = None
-    steps: int | None = None
+    seed: float | int | str | None = None
+    steps: float | int | str | None = None
     overrides: str = ""
+    resume: str = ""
 
 
 @dataclass
 class WebUpdate:
-    """One snapshot of a job. state: 'running' | 'done' | 'cancelled' | 'error'. `outputs` (the
-    paths the pipeline returned) is set only when state is 'done'."""
+    """One snapshot of a job. state: one of STATES. progress: fraction in [0, 1] of the
+    whole job, export included. position: place in the queue (1 = next), 0 once running.
+    `outputs` (the paths the pipeline returned) is set only when state is 'done'."""
 
     state: str
     status: str
+    progress: float = 0.0
     preview: Path | None = None
     run_folder: Path | None = None
+    position: int = 0
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def parse_overrides(text: str) -> list[str]:
-    """The overrides box -> CLI-style `key=value` strings; blank lines and `#` comments are skipped."""
-    overrides = []
-    for number, line in enumerate((text or "").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "=" not in line or line.startswith("="):
-            raise CLIError(f"override line {number} '{line}' is not key=value (e.g. steps=200 or seed=3)")
-        overrides.append(line)
-    return overrides
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def whole_number(value, what: str, minimum: int) -> int | None:
-    """A Gradio Number (float or None) -> int or None, with a message for fractions and small values."""
-    if value is None or value == "":
-        return None
-    if float(value) != int(float(value)) or int(float(value)) < minimum:
-        raise CLIError(f"{what} must be a whole number of at least {minimum}, not {value}")
-    return int(float(value))
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def new_run_folder(runs_dir: Path, name: str) -> Path:
@@ -81,72 +100,123 @@ def new_run_folder(runs_dir: Path, name: str) -> Path:
     return folder
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+def internal_error(runs_dir: Path, exc: BaseException) -> str:
+    """Append `exc`'s traceback to runs_dir/.logs/web-errors.log; the line the page shows."""
+    log = runs_dir / ".logs" / "web-errors.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.write("".join(traceback.format_exception(exc)))
+    traceback.print_exception(exc)
+    return f"internal error (a bug, not your input): {type(exc).__name__}: {exc}; the traceback is in {log}"
 
 
 class WebJob:
-    """A run the web app started. `WebJob(request, runs_dir).start()` checks the inputs at once
-    (a bad one puts the job in state 'error' with the message; no thread, no folder) and
-    otherwise runs the pipeline in a daemon thread; `updates()` yields a `WebUpdate` whenever
-    something changed until the job ends; `cancel()` stops it at the next step (the runner
-    checkpoints and raises Cancelled). It is the runner's Callbacks."""
+    """One job of the page (see the module docstring). The runner's Callbacks."""
 
-    def __init__(self, request: JobRequest, runs_dir: str | Path = "runs"):
+    def __init__(self, request: JobRequest, runs_dir: str | Path = "runs", base_overrides=(),
+                 export_estimate: float = EXPORT_GUESS_S, upload_root: Path | None = None):
         self.request = request
+        self.upload_root = upload_root
         self.runs_dir = Path(runs_dir)
         self.run_folder: Path | None = None
+        self.export_estimate = export_estimate
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._version = 0
-        self._thread: threading.Thread | None = None
-        self._state, self._message = "running", "starting"
+        self._state, self._message = "queued", "waiting for its turn"
+        self._position = 0
         self._outputs: dict[str, Path] = {}
         self._preview: Path | None = None
         self._stage_offsets: dict[str, int] = {}
         self._total_steps = 0
         self._progress: tuple[str, int, int, float | None] | None = None  # stage, step, total, loss
-        self._started = time.perf_counter()
-        self._first_step: tuple[float, int] | None = None  # (time, steps done) at the first step seen
+        self._started: float | None = None
+        # (time, steps done) of the last RATE_WINDOW steps: the ETA follows the current speed, which
+        # drops as densification adds Gaussians.
+        self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
+        self._training_end: float | None = None
+        self._record: dict = {}
+        self.cfg = self._job = self._image = None
+        self.name = ""
+        try:
+            self._prepare(list(base_overrides))
+        except user_errors() as e:
+            self._finish("error", f"error: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug: the page says so, the server keeps serving
+            self._finish("error", internal_error(self.runs_dir, e))
+        else:
+            offset = 0
+            for stage in self.cfg.stages:
+                self._stage_offsets[stage.name] = offset
+                offset += stage.steps
+            self._total_steps = offset
 
     # --- control -------------------------------------------------------------------------------
 
-    def start(self) -> "WebJob":
-        try:
-            cfg, job = self._prepare()
-        except CLIError as e:
-            self._finish("error", str(e))
-            return self
-        offset = 0
-        for stage in cfg.stages:
-            self._stage_offsets[stage.name] = offset
-            offset += stage.steps
-        self._total_steps = offset
-        self._started = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, args=(cfg, job), daemon=True,
-                                        name=f"scorelift-web-{self.run_folder.name}")
-        self._thread.start()
-        return self
-
-    def cancel(self) -> None:
-        self._stop.set()
-        self._notify()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    @property
+    def state(self) -> str:
+        return self._state
 
     @property
     def running(self) -> bool:
-        return self._state == "running"
+        return self._state in ("queued", "running")
 
-    # --- what the UI reads ----------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the job: a queued one never starts, a running one stops before its next step."""
+        self._stop.set()
+        with self._changed:
+            if self._state == "queued":
+                self._state, self._message = "cancelled", "cancelled before it started; nothing was written"
+        self._notify()
+
+    def set_position(self, position: int) -> None:
+        with self._changed:
+            self._position = position
+        self._notify()
+
+    def run(self) -> None:
+        """Run the job to its end in this thread (the queue's worker calls it)."""
+        with self._changed:
+            if self._state != "queued":
+                return
+            self._state, self._position, self._started = "running", 0, time.perf_counter()
+        self._notify()
+        try:
+            self._open_folder()
+            paths = self._job(self.cfg, self.run_folder, callbacks=self)
+            export_done = time.perf_counter()
+            self._after_run(paths)
+        except BaseException as e:  # noqa: BLE001 - every ending is reported, none kills the worker
+            self._fail(e)
+            return
+        train_end = self._training_end or export_done
+        self._record.update(state="done", train_s=train_end - self._started, export_s=export_done - train_end,
+                            total_s=time.perf_counter() - self._started, ended=time.time(),
+                            outputs={k: str(v) for k, v in self._outputs.items()})
+        write_record(self.run_folder, self._record)
+        self._finish("done", f"done in {format_duration(time.perf_counter() - self._started)}: {self.run_folder}")
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended; False when `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self.running, timeout=timeout)
+
+    # --- what the page reads -------------------------------------------------------------------
 
     def snapshot(self) -> WebUpdate:
         with self._changed:
-            status = self._status_line() if self._state == "running" else self._message
-            return WebUpdate(self._state, status, self._preview, self.run_folder,
+            if self._state == "running":
+                status, progress = self._status_line()
+            elif self._state == "queued":
+                ahead = self._position - 1
+                status = (f"queued: {ordinal(self._position)} in line ({ahead} job{'' if ahead == 1 else 's'} "
+                          "ahead); it starts by itself, Cancel takes it out of the line" if self._position
+                          else "queued: starting")
+                progress = 0.0
+            else:
+                status, progress = self._message, 1.0 if self._state == "done" else 0.0
+            return WebUpdate(self._state, status, progress, self._preview, self.run_folder, self._position,
                              dict(self._outputs) if self._state == "done" else {})
 
     def updates(self, every: float = 0.5, min_gap: float = 0.1) -> Iterator[WebUpdate]:
@@ -157,7 +227,7 @@ class WebJob:
                 seen = self._version
             update = self.snapshot()
             yield update
-            if update.state != "running":
+            if update.state not in ("queued", "running"):
                 return
             time.sleep(min_gap)
             with self._changed:
@@ -166,16 +236,21 @@ class WebJob:
     # --- the runner's Callbacks -----------------------------------------------------------------
 
     def on_step(self, stage: str, step: int, total: int, stats: dict[str, float]) -> None:
+        now = time.perf_counter()
         with self._changed:
             done = self._stage_offsets.get(stage, 0) + step
-            if self._first_step is None:
-                self._first_step = (time.perf_counter(), done)
+            self._recent.append((now, done))
+            if done >= self._total_steps:
+                self._training_end = now
             self._progress = (stage, step, total, stats.get("loss"))
         self._notify()
 
     def on_preview(self, stage: str, step: int, path: Path) -> None:
+        shown = enlarged_preview(Path(path), self.run_folder / "view" / Path(path).name)
         with self._changed:
-            self._preview = Path(path)
+            previous, self._preview = self._preview, shown
+        if previous is not None and previous != shown and previous.parent.name == "view":
+            previous.unlink(missing_ok=True)
         self._notify()
 
     def should_stop(self) -> bool:
@@ -183,53 +258,116 @@ class WebJob:
 
     # --- inside ---------------------------------------------------------------------------------
 
-    def _prepare(self):
-        """Check the request and build the config; the run folder is made only once all is well."""
+    def _prepare(self, base_overrides: list[str]) -> None:
+        """Check the request and build the config; nothing is written here."""
+        from app.cli_jobs import build_generate_job
+        from app.web_inputs import presets_for
+        from core.pipelines.distillation import check_memory
+
         r = self.request
-        overrides = parse_overrides(r.overrides)
+        if r.kind == "resume":
+            self._prepare_resume()
+            return
+        if r.kind not in ("text", "image"):
+            raise UserError(f"unknown job kind '{r.kind}': use 'text', 'image' or 'resume'")
+        if r.preset not in presets_for(r.kind):
+            raise UserError(f"no preset '{r.preset}' for this tab; pick one of {', '.join(presets_for(r.kind))}")
+        overrides = [*WEB_DEFAULTS, *base_overrides, *parse_overrides(r.overrides)]
         seed = whole_number(r.seed, "the seed", 0)
-        steps = whole_number(r.steps, "steps", 1)
+        steps = whole_number(r.steps, "steps per stage", 1)
         if r.kind == "text":
-            if not (r.prompt or "").strip():
-                raise CLIError('the prompt is empty: type what to generate, e.g. "a red cube"')
-            cfg, name, job = build_generate_job(r.prompt.strip(), None, r.preset, overrides, seed, steps)
-            self.run_folder = new_run_folder(self.runs_dir, name)
-        elif r.kind == "image":
-            if not r.image or not Path(r.image).is_file():
-                raise CLIError("no image: upload a picture of one object (RGBA, or on a plain background)")
-            image = Path(r.image)
-            cfg, name, job = build_generate_job(None, image, r.preset, overrides, seed, steps)
-            self.run_folder = new_run_folder(self.runs_dir, name)
-            # The upload lives in Gradio's cache; the run keeps its own copy so config.yaml stays true.
-            kept = shutil.copy(image, self.run_folder / f"input{image.suffix.lower() or '.png'}")
-            cfg.image = str(kept)
+            prompt = (r.prompt or "").strip()
+            if not prompt:
+                raise UserError('the prompt is empty: type what to generate, e.g. "a red cube"')
+            self.cfg, self.name, self._job = build_generate_job(prompt, None, r.preset, overrides, seed, steps)
+            check_prompt_words(self.cfg.prior, prompt)
+            self._record = new_record("text", r.preset, prompt=prompt)
         else:
-            raise CLIError(f"unknown job kind '{r.kind}': use 'text' or 'image'")
-        return cfg, job
+            from core.data.reference import load_reference
 
-    def _run(self, cfg, job) -> None:
-        from core.data.reference import ReferenceImageError
-        from core.priors.loading import PriorLoadError
-        from core.runner import Cancelled, RunError
+            self._image = check_image(r.image, self.upload_root)
+            self.cfg, self.name, self._job = build_generate_job(None, self._image.source, r.preset, overrides, seed,
+                                                                steps)
+            # The loader's own check (can the object be separated?) on the pixels the run will read.
+            import tempfile
 
+            with tempfile.TemporaryDirectory() as tmp:
+                load_reference(self._image.save(Path(tmp) / "input.png"), self.cfg.reference_size,
+                               self.cfg.object_fill, self.cfg.matting_threshold)
+            self._record = new_record("image", r.preset, image=Path(r.image).name)
         try:
-            paths = job(cfg, self.run_folder, callbacks=self)
-        except Cancelled as e:
-            self._finish("cancelled", f"cancelled: {e}; the checkpoint is kept in {self.run_folder}")
-        except (PriorLoadError, ReferenceImageError, RunError, ValueError) as e:
-            self._finish("error", f"error: {e}")
-        except Exception as e:  # a bug, not the user's input: one line in the UI, the traceback in the log
-            traceback.print_exc()
-            self._finish("error", f"error: the run failed ({type(e).__name__}: {e}); run folder {self.run_folder}")
-        else:
-            outputs = {k: Path(v) for k, v in paths.items() if v is not None}
-            missing = [str(p) for p in outputs.values() if not p.is_file()]
-            if missing:
-                self._finish("error", f"error: the run ended but did not write {', '.join(missing)}")
-                return
-            self._outputs = outputs
-            self._finish("done", f"done in {format_duration(time.perf_counter() - self._started)}: "
-                                 f"{self.run_folder}")
+            check_memory(self.cfg)
+        except ValueError as e:  # the memory check's ValueError is a user's config that cannot fit
+            raise UserError(str(e)) from None
+
+    def _prepare_resume(self) -> None:
+        from app.cli_options import load_job_config
+        from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
+        from core.pipelines.text_to_3d import TextTo3DConfig, generate
+
+        name = Path(self.request.resume or "").name
+        folder = self.runs_dir / name
+        if not name or not folder.is_dir():
+            raise UserError(f"no run '{self.request.resume}' in {self.runs_dir}; pick one in the Runs table")
+        if not resumable(folder):
+            raise UserError(f"run {name} cannot be resumed: only a stopped or cancelled run with checkpoints "
+                            "and a config.yaml can")
+        record = read_record(folder) or {}
+        import yaml
+
+        is_image = record.get("kind") == "image" or "image" in (yaml.safe_load((folder / "config.yaml").read_text())
+                                                                 or {})
+        schema, self._job = (ImageTo3DConfig, image_to_3d) if is_image else (TextTo3DConfig, generate)
+        self.cfg = load_job_config(schema, str(folder / "config.yaml"), [])
+        self.run_folder, self.name = folder, name
+        kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
+        self._record = {**new_record("image" if is_image else "text", record.get("preset", "")), **kept,
+                        "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+
+    def _open_folder(self) -> None:
+        if self.run_folder is None:
+            self.run_folder = new_run_folder(self.runs_dir, self.name)
+            if self._image is not None:
+                # The upload lives in Gradio's cache; the run keeps its own copy so config.yaml stays true.
+                self.cfg.image = str(self._image.save(self.run_folder / "input.png"))
+        self._record.update(state="running", server=SERVER_ID, started=time.time())
+        write_record(self.run_folder, self._record)
+        self._notify()
+
+    def _after_run(self, paths: dict) -> None:
+        outputs = {k: Path(v) for k, v in paths.items() if v is not None}
+        missing = [str(p) for p in outputs.values() if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"the run ended but did not write {', '.join(missing)}")
+        turntable = outputs.get("turntable")
+        if turntable is not None:
+            retime_turntable(turntable, WEB_TURNTABLE_FPS)
+        view = write_view_splat(self.run_folder)
+        if view is not None:
+            outputs["view_splat"] = view
+        self._outputs = outputs
+
+    def _fail(self, e: BaseException) -> None:
+        from core.runner import Cancelled
+
+        folder = self.run_folder
+        if isinstance(e, Cancelled):
+            state, message = "cancelled", f"cancelled: {e}; the checkpoint is kept in {folder} (Runs tab: Resume)"
+        elif isinstance(e, user_errors()):
+            state, message = "error", f"error: {e}"
+            if folder is not None and not has_checkpoint(folder) and self.request.kind != "resume":
+                shutil.rmtree(folder, ignore_errors=True)  # nothing of the run is worth keeping
+                self.run_folder = folder = None
+        elif isinstance(e, Exception):
+            state, message = "error", internal_error(self.runs_dir, e)
+        else:  # KeyboardInterrupt, SystemExit: the server is going down
+            state, message = "cancelled", "stopped: the server is shutting down"
+        if folder is not None and folder.is_dir():
+            self._record.update(state=state, message=message, ended=time.time())
+            write_record(folder, self._record)
+        self._finish(state, message)
+        if not isinstance(e, Exception):
+            raise e
 
     def _finish(self, state: str, message: str) -> None:
         with self._changed:
@@ -241,22 +379,34 @@ class WebJob:
             self._version += 1
             self._changed.notify_all()
 
-    def _status_line(self) -> str:
-        elapsed = time.perf_counter() - self._started
+    def _status_line(self) -> tuple[str, float]:
+        """(status, progress fraction) of a running job; the caller holds the lock."""
+        now = time.perf_counter()
+        elapsed = now - self._started
         if self._stop.is_set():
-            return f"cancelling (stops before the next step) · {format_duration(elapsed)} elapsed"
+            return f"cancelling (stops before the next step) · {format_duration(elapsed)} elapsed", 0.0
         if self._progress is None:
-            return f"loading the prior and building the scene · {format_duration(elapsed)} elapsed"
+            return f"loading the prior and building the scene · {format_duration(elapsed)} elapsed", 0.0
         stage, step, total, loss = self._progress
         parts = [f"stage '{stage}' · step {step}/{total}"]
         if loss is not None:
             parts.append(f"loss {loss:.4g}")
         parts.append(f"{format_duration(elapsed)} elapsed")
+        export = self.export_estimate
+        if self._training_end is not None:
+            exporting = now - self._training_end
+            train = self._training_end - self._started
+            left = max(export - exporting, 0.0)
+            parts[0] = "exporting the mesh, the splat and the turntable"
+            parts.append(f"ETA ~{format_duration(left)}" if left > 0 else "ETA: any moment")
+            return " · ".join(parts), min(0.99, (train + exporting) / (train + export))
         done = self._stage_offsets.get(stage, 0) + step
-        if done >= self._total_steps:
-            return " · ".join([*parts, "exporting the model and the turntable"])
-        first_time, first_done = self._first_step
+        first_time, first_done = self._recent[0]
+        fraction_trained = done / max(1, self._total_steps)
         if done > first_done:
-            per_step = (time.perf_counter() - first_time) / (done - first_done)
-            parts.append(f"ETA ~{format_duration(per_step * (self._total_steps - done))} of training")
-        return " · ".join(parts)
+            per_step = (self._recent[-1][0] - first_time) / (done - first_done)
+            train_left = per_step * (self._total_steps - done)
+            parts.append(f"ETA ~{format_duration(train_left + export)} (training ~{format_duration(train_left)}"
+                         f" + export ~{format_duration(export)})")
+            return " · ".join(parts), min(0.99, elapsed / (elapsed + train_left + export))
+        return " · ".join(parts), 0.5 * fraction_trained

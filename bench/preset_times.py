@@ -25,7 +25,7 @@ def reference_image(path: Path, elevation: float, azimuth: float, size: int = 64
     from core.cameras import spherical_cameras
     from core.data.procedural import ProceduralWorld
     from core.data.views import procedural_object
-    from core.export.video import write_png
+    from core.io import write_png
 
     cams = spherical_cameras(torch.tensor([elevation]), torch.tensor([azimuth]), torch.tensor([2.5]),
                              torch.tensor([45.0]), size, size)

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from core.errors import MissingFileError, UserError
+
 # OpenGL camera axes (x right, y up, z back) -> OpenCV axes (x right, y down, z forward).
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
@@ -241,30 +243,34 @@ def load_nerf_synthetic(
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"camera file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    frames = meta.get("frames")
-    if not frames:
-        raise ValueError(f"{path} has no 'frames': expected a NeRF-synthetic transforms.json")
-    src_w = int(meta.get("w", width or 800))
-    src_h = int(meta.get("h", height or 800))
-    if "fl_x" in meta:
-        fx = float(meta["fl_x"])
-        fy = float(meta.get("fl_y", fx))
-    elif "camera_angle_x" in meta:
-        fx = 0.5 * src_w / math.tan(0.5 * float(meta["camera_angle_x"]))
-        fy = 0.5 * src_h / math.tan(0.5 * float(meta["camera_angle_y"])) if "camera_angle_y" in meta else fx
-    else:
-        raise ValueError(f"{path} has neither 'camera_angle_x' nor 'fl_x'")
-    cx, cy = float(meta.get("cx", src_w / 2)), float(meta.get("cy", src_h / 2))
-    try:
+        raise MissingFileError(f"camera file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames or not isinstance(frames, list):
+        raise UserError(f"{path} has no 'frames': expected a NeRF-synthetic transforms.json")
+    try:  # every value below comes from the user's file: a wrong one is their mistake
+        src_w = int(meta.get("w", width or 800))
+        src_h = int(meta.get("h", height or 800))
+        if "fl_x" in meta:
+            fx = float(meta["fl_x"])
+            fy = float(meta.get("fl_y", fx))
+        elif "camera_angle_x" in meta:
+            fx = 0.5 * src_w / math.tan(0.5 * float(meta["camera_angle_x"]))
+            fy = 0.5 * src_h / math.tan(0.5 * float(meta["camera_angle_y"])) if "camera_angle_y" in meta else fx
+        else:
+            raise UserError(f"{path} has neither 'camera_angle_x' nor 'fl_x'")
+        cx, cy = float(meta.get("cx", src_w / 2)), float(meta.get("cy", src_h / 2))
         c2w = torch.tensor([f["transform_matrix"] for f in frames], dtype=torch.float32)
         names = [str(f.get("file_path", f"frame_{i:04d}")) for i, f in enumerate(frames)]
+    except UserError:
+        raise
     except KeyError:
-        raise ValueError(f"{path}: every frame needs a 'transform_matrix'") from None
-    if c2w.shape[1:] != (4, 4):
-        raise ValueError(f"{path}: transform_matrix must be 4x4, got {tuple(c2w.shape[1:])}")
+        raise UserError(f"{path}: every frame needs a 'transform_matrix'") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{path}: not a NeRF-synthetic transforms.json ({e})") from None
+    if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
+        raise UserError(f"{path}: transform_matrix must be 4x4, got {tuple(c2w.shape[1:])}")
     K = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=torch.float32).expand(len(c2w), 3, 3).clone()
     cams = Cameras(c2w, K, src_w, src_h)
     if (width and width != src_w) or (height and height != src_h):
@@ -284,3 +290,10 @@ def save_nerf_synthetic(path: str | Path, cameras: Cameras, file_paths: list[str
         ],
     }
     Path(path).write_text(json.dumps(meta, indent=1))
+
+
+def world_to_camera_normals(normal: Tensor, cameras: Cameras) -> Tensor:
+    """World normals [B,H,W,3] -> OpenGL camera-space normals [B,H,W,3] (x right, y up, z toward
+    the viewer), the convention of Marigold's normal maps."""
+    rotation = cameras.c2w[:, :3, :3].to(normal)              # camera axes as columns
+    return torch.einsum("bji,bhwj->bhwi", rotation, normal)

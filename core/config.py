@@ -3,7 +3,7 @@
 Each component owns a dataclass next to its code; this module turns plain data into
 those dataclasses and rejects anything it does not know before any work starts:
 
-    cfg = load_config(JobConfig, "configs/x.yaml", ["renderer.sh_degree=0", "steps=500"])
+    cfg = load_config(ReconstructConfig, "configs/reconstruct/gaussian.yaml", ["renderer.sh_degree=0", "steps=500"])
 
 Unknown keys and values of the wrong type raise `ConfigError`, whose message names the
 dotted key and what is allowed there.
@@ -19,10 +19,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from core.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value or key the schema does not allow; the message says which and why."""
 
 
@@ -64,8 +66,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             try:
                 return _convert(arg, value, key)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+                errors.append(f"as {_type_name(arg)}: {str(e).removeprefix(f'{key}: ')}")
+        reasons = "; ".join(errors)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}" + (f" ({reasons})" if reasons else ""))
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")

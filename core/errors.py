@@ -15,3 +15,8 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input, bad config, a missing file: what the user can fix. One line, exit code 2."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (still a FileNotFoundError for callers
+    that test for that)."""

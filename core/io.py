@@ -1,4 +1,5 @@
-"""Atomic file output: a killed run never leaves a half-written file that looks complete."""
+"""Atomic file output: a killed run never leaves a half-written file that looks complete.
+The ground floor every part may use (renderers included) to write text, images and checkpoints."""
 
 from __future__ import annotations
 
@@ -41,8 +42,28 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: str | Path, data) -> Path:
-    return write_text(path, json.dumps(data, indent=1))
+def to_uint8(frame):
+    """[H,W,C] uint8 array from a uint8 or float-in-[0,1] image [H,W,3|4] (tensor or array)."""
+    import numpy as np
+
+    if hasattr(frame, "detach"):
+        frame = frame.detach().cpu().numpy()
+    arr = np.asarray(frame)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"a frame must be [H,W,3] or [H,W,4], got {list(arr.shape)}")
+    return arr
+
+
+def write_png(path: str | Path, frame) -> Path:
+    """Write one image [H,W,3|4] (uint8, or float in [0,1]) as PNG atomically; returns the path."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        imageio.imwrite(tmp, to_uint8(frame), format="png")
+    return path
 
 
 def save_torch(path: str | Path, obj) -> Path:

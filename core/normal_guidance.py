@@ -11,15 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.cameras import Cameras
+from core.cameras import Cameras, world_to_camera_normals
 from renderers.base import RenderOutput
-
-
-def world_to_camera_normals(normal: Tensor, cameras: Cameras) -> Tensor:
-    """World normals [B,H,W,3] -> OpenGL camera-space normals [B,H,W,3] (x right, y up, z toward
-    the viewer), the convention of Marigold's normal maps."""
-    rotation = cameras.c2w[:, :3, :3].to(normal)              # camera axes as columns
-    return torch.einsum("bji,bhwj->bhwi", rotation, normal)
 
 
 def normal_guidance_loss(out: RenderOutput, cameras: Cameras, estimator, min_alpha: float = 0.5) -> Tensor:

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from core.cameras import Cameras
-from core.export.video import write_png
-from core.io import append_jsonl, save_torch
+from core.io import append_jsonl, save_torch, write_png, write_text
 from renderers.base import RenderOutput, Scene
 
 
@@ -62,6 +61,9 @@ class Stage:
     checkpoint_every: int = 0
     max_bad_steps: int = 5
     preview: Callable[[RenderOutput], Tensor] | None = None  # [H,W,3] image; default preview_strip
+    # What else steps with the optimizer (e.g. VSD's LoRA): called right after it, never on a
+    # step skipped for NaN/Inf; its stats join the step's metrics record.
+    after_step: Callable[[], dict[str, float]] | None = None
 
 
 class Callbacks(Protocol):
@@ -139,6 +141,24 @@ class RunFolder:
     def log(self, record: dict) -> None:
         append_jsonl(self.metrics, record)
 
+    def truncate_metrics(self, stage: str, step: int) -> None:
+        """Drop the records of `stage` after `step` (and a line a crash cut short): a stage
+        resumed from its checkpoint at `step` logs those steps again, once."""
+        import json
+
+        if not self.metrics.is_file():
+            return
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("stage") == stage and int(record.get("step", 0)) > step:
+                continue
+            kept.append(line + "\n")
+        write_text(self.metrics, "".join(kept))
+
 
 def save_checkpoint(folder: RunFolder, stage: Stage, step: int) -> Path:
     state = {
@@ -183,10 +203,12 @@ def run_stage(stage: Stage, folder: RunFolder, callbacks: Callbacks | None = Non
     A step whose loss or gradients are not finite is skipped and counted; more than
     `stage.max_bad_steps` in a row raise RunError naming the stage and step, with the
     last good checkpoint left in place. `callbacks.should_stop()` checkpoints and raises
-    Cancelled.
+    Cancelled. metrics.jsonl keeps each step of the stage once: records after the step the
+    stage starts from are dropped first (they were logged after the checkpoint, before a kill).
     """
     callbacks = callbacks or TqdmCallbacks()
     start = load_checkpoint(folder, stage) if resume else 0
+    folder.truncate_metrics(stage.name, start)  # steps after the checkpoint are run (and logged) again
     bad_in_row = 0
     before_backward = getattr(stage.scene, "before_backward", None)
     for step in range(start + 1, stage.steps + 1):
@@ -218,6 +240,8 @@ def run_stage(stage: Stage, folder: RunFolder, callbacks: Callbacks | None = Non
             continue
         bad_in_row = 0
         stage.optimizer.step()
+        if stage.after_step is not None:
+            stats = {**stats, **stage.after_step()}
         stage.scene.update(step, out)
         record = {"stage": stage.name, "step": step, "loss": float(loss.detach()), **stats,
                   "time_s": time.perf_counter() - tic}

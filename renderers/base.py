@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -34,7 +33,12 @@ class RenderOutput:
 
 @runtime_checkable
 class Scene(Protocol):
-    """A learnable representation with a differentiable renderer."""
+    """A learnable representation with a differentiable renderer.
+
+    Writing asset files is not part of it: core.export.assets.export_scene writes every
+    scene (renderers sit below core/export, so they never call it). Scenes whose native
+    format needs only core.io (Gaussians' .ply/.splat, NeRF and DMTet checkpoints) also
+    have an `export(path) -> Path` of their own."""
 
     def render(self, cameras: Cameras, background: Tensor | None = None) -> RenderOutput:
         """background: [3] or [B,3] colour in [0,1] (None: the scene's own background)."""
@@ -48,9 +52,6 @@ class Scene(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-    def export(self, path: str | Path) -> Path:
-        """Write the scene's native asset (e.g. .ply for Gaussians) and return its path."""
 
 
 def as_background(background: Tensor | float | None, batch: int, device, default=(1.0, 1.0, 1.0)) -> Tensor:

@@ -15,7 +15,7 @@ def load_shipped_prior(name: str, kind: str = "stable_diffusion"):
     folder = builtin_path(name)
     if not (folder / "unet").is_dir():
         pytest.fail(f"the built-in {name} prior's weights are missing from {folder}; "
-                    f"train them with `python -m core.priors.builtin.train {name}`")
+                    f"train them with `python -m core.training.train {name}`")
     return load(PriorConfig(kind=kind, model=f"builtin:{name}", device="cpu", latent="mean"))
 
 

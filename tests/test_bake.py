@@ -117,7 +117,10 @@ def test_baked_glb_reloads_with_its_texture_and_passes_the_validator(baked, tmp_
     loaded = trimesh.load(path, force="mesh")
     assert loaded.visual.kind == "texture"
     assert loaded.visual.material.baseColorTexture.size == (96, 96)
-    assert loaded.visual.material.metallicRoughnessTexture is not None
+    # glTF 2.0 (3.9.2): roughness in the green channel, metallic in the blue, texel for texel.
+    packed = np.asarray(loaded.visual.material.metallicRoughnessTexture.convert("RGB")).astype(float) / 255
+    np.testing.assert_allclose(packed[..., 1], baked.roughness[..., 0].numpy(), atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(packed[..., 2], baked.metallic[..., 0].numpy(), atol=0.5 / 255 + 1e-6)
     # back in scorelift's frame (+Z up) with the texture: the top is still red
     mesh = load_mesh(path)
     colour = sample_texture(mesh.base_color, mesh.uv)

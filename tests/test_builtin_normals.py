@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.data.normals import NORMALS_TEST_SEED_START, render_normal_maps
-from core.priors.builtin.evaluate_normals import FACING_CAMERA, angular_errors
+from core.training.evaluate_normals import FACING_CAMERA, angular_errors
 from core.priors.estimators import NormalEstimator, load_normal_estimator
 from core.priors.loading import PriorLoadError
 
@@ -49,7 +49,12 @@ def test_shipped_weights_load_by_builtin_name(estimator):
     assert (folder / "model.safetensors").stat().st_size < 5 * 2**20
     config = json.loads((folder / "config.json").read_text())
     assert sum(p.numel() for p in estimator.module.parameters()) < 1_000_000
-    assert config["training"]["train_seconds"] > 0
+    # The config describes the shipped weights: a network built from its architecture has their shapes.
+    from core.priors.builtin.normal_model import NormalNet, NormalNetConfig
+
+    described = NormalNet(NormalNetConfig(**config["architecture"])).state_dict()
+    shipped = estimator.module.state_dict()
+    assert {k: v.shape for k, v in described.items()} == {k: v.shape for k, v in shipped.items()}
 
 
 def test_predictions_are_unit_camera_space_normals(estimator):
@@ -92,12 +97,21 @@ def test_normal_guidance_with_the_builtin_estimator_moves_a_mesh(estimator, tmp_
     out = scene.render(cams)
     loss = normal_guidance_loss(out, cams, estimator)
     loss.backward()
-    assert 0 < loss.item() < 2
     grad = scene.offsets.grad
-    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert torch.isfinite(grad).all()
+    # A small step down the gradient lowers the loss, by at least half of step * |grad| (the first
+    # order prediction through the rendered normals; the estimator's target is detached, and
+    # re-read from the moved render it follows a little: 1.4x the prediction measured).
+    step = 1e-3
+    with torch.no_grad():
+        scene.offsets -= step * grad / grad.norm()
+        moved = normal_guidance_loss(scene.render(cams), cams, estimator)
+    assert float(loss.detach() - moved) > 0.5 * step * float(grad.norm())
 
-    from core.priors.builtin.evaluate_normals import mesh_agreement
+    from core.training.evaluate_normals import mesh_agreement
 
     torch.save({"scene": scene.state_dict()}, tmp_path / "polish.pt")
     agreement = mesh_agreement(tmp_path / "polish.pt", estimator, views=2)
-    assert 0 <= agreement["mean_deg"] < 90 and agreement["foreground_pixels"] > 100
+    # The estimator reads this cube's surface at 12 deg mean error (measured; 7.5 for a sphere), far
+    # below the 38 deg of the facing-camera guess: a wrong normal frame or a broken render would not.
+    assert agreement["mean_deg"] < 20 and agreement["foreground_pixels"] > 100

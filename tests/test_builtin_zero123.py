@@ -19,7 +19,7 @@ def prior():
 
 @pytest.fixture(scope="module")
 def views():
-    from core.priors.builtin.evaluate_zero123 import held_out_views
+    from core.training.evaluate_zero123 import held_out_views
 
     return held_out_views(2)
 
@@ -38,12 +38,12 @@ def test_loads_as_a_zero123_folder(prior):
 
 
 def test_four_step_ddim_sample_has_the_right_shape_and_range(prior, views):
-    from core.priors.builtin.evaluate_zero123 import sample_novel_views
+    from core.training.evaluate_zero123 import sample_novel_views
 
     deltas = torch.tensor([[0.0, 45.0, 0.0], [0.0, -90.0, 0.0]])
     samples = sample_novel_views(prior, views["reference"], deltas, steps=4, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, 2, 3, SIZE, SIZE)
-    assert torch.isfinite(samples).all() and samples.min() >= 0 and samples.max() <= 1
+    assert torch.isfinite(samples).all()  # (decode clamps to [0, 1]: a range check would always pass)
     assert float(samples.std()) > 0.01  # not a constant image
     # the reference matters: each object's samples are closer to its own reference than to the other's
     ref = views["reference"]
@@ -59,7 +59,7 @@ def test_one_sds_step_moves_a_gaussian_scene(prior, views):
 
 def test_pair_renders_are_the_worlds_pairs():
     from core.data.procedural import PRIOR_SEED_START, ProceduralWorld
-    from core.priors.builtin.train_zero123 import render_views
+    from core.training.train_zero123 import render_views
 
     world = ProceduralWorld()
     images, cameras = render_views(world, [PRIOR_SEED_START, PRIOR_SEED_START + 1], views=3)
@@ -72,8 +72,8 @@ def test_pair_renders_are_the_worlds_pairs():
 def _tiny_run(work, monkeypatch=None, fail_at=None):
     """4 steps of a small model on random latents, checkpointing every step; with `fail_at`
     the run dies (like a killed job) when it reaches that step."""
-    import core.priors.builtin.train_zero123 as train
-    from core.priors.builtin.zero123_model import Zero123PriorConfig
+    import core.training.train_zero123 as train
+    from core.training.zero123_model import Zero123PriorConfig
 
     cfg = train.Zero123TrainConfig(steps=4, batch=4, warmup_steps=2, checkpoint_minutes=0.0, seed=3,
                                    model=dict(unet_channels=(32, 32), embed_dim=32, vision_width=32,
@@ -106,9 +106,9 @@ def test_saving_over_the_folder_that_lends_the_vae_keeps_it(tmp_path):
     """`--vae-from core/priors/builtin/zero123` retrains with the VAE the shipped prior holds."""
     import shutil
 
-    import core.priors.builtin.train_zero123 as train
+    import core.training.train_zero123 as train
     from core.priors.builtin import ZERO123_PRIOR
-    from core.priors.builtin.zero123_model import Zero123PriorConfig
+    from core.training.zero123_model import Zero123PriorConfig
 
     out = tmp_path / "zero123"
     for folder in ("vae", "scheduler"):
@@ -121,7 +121,7 @@ def test_saving_over_the_folder_that_lends_the_vae_keeps_it(tmp_path):
 
 
 def test_train_prior_command_dispatches_zero123(monkeypatch):
-    import core.priors.builtin.train_zero123 as train_zero123
+    import core.training.train_zero123 as train_zero123
     from app.cli import main
 
     seen = []

@@ -5,10 +5,12 @@ import torch
 
 from core.data.classifier import (
     DEFAULT_WEIGHTS,
+    RESOLUTION,
     ProceduralClassifier,
     augment,
     classify,
     load_classifier,
+    render_dataset,
     train_classifier,
 )
 from core.data.procedural import (
@@ -18,6 +20,7 @@ from core.data.procedural import (
     PRIOR_SEED_START,
     SHAPES,
     ProceduralWorld,
+    ProceduralWorldConfig,
 )
 
 
@@ -48,8 +51,14 @@ def test_augment_is_seeded_in_range_and_keeps_hue():
 def test_train_save_load_round_trip(tmp_path):
     out = tmp_path / "clf.safetensors"
     metrics = train_classifier(out, steps=3, train_images=32, test_images=16, batch_size=8, progress=False)
-    assert out.is_file() and 0 <= metrics["color"] <= 1 and 0 <= metrics["shape"] <= 1
     model = load_classifier(out)
+    # The reported accuracies are the saved model's on test seeds CLASSIFIER_TEST_SEEDS[0] + [0, 16),
+    # recomputed here through classify() on the same renders.
+    world = ProceduralWorld(ProceduralWorldConfig(resolution=RESOLUTION))
+    test_images, test_color, test_shape = render_dataset(world, CLASSIFIER_TEST_SEEDS[0], 16, progress=False)
+    color, shape, _ = classify(test_images.float() / 255, model)
+    assert metrics["color"] == (color == test_color).float().mean().item()
+    assert metrics["shape"] == (shape == test_shape).float().mean().item()
     images = ProceduralWorld().sample(CLASSIFIER_TEST_SEEDS[0], 3).images
     color, shape, probs = classify(images, model)
     assert color.shape == shape.shape == (3,)

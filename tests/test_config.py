@@ -74,3 +74,29 @@ def test_list_items_are_overridden_by_index():
         apply_overrides(data, ["stages.2.steps=5"])
     with pytest.raises(ConfigError, match="'x' must index the list"):
         apply_overrides(data, ["stages.x=5"])
+
+
+@dataclass
+class WithUnion:
+    size: int | Literal["auto"] = "auto"
+    inner: Inner | float = 0.0
+
+
+def test_union_error_says_why_each_member_rejected_the_value():
+    with pytest.raises(ConfigError) as e:
+        from_dict(WithUnion, {"size": "fast"})
+    message = str(e.value)
+    # one reason per member of the union, in the union's order
+    assert "size: expected" in message
+    assert "as int: expected an integer, got 'fast'" in message
+    assert "as one of 'auto': 'fast' is not allowed" in message
+    with pytest.raises(ConfigError) as e:
+        from_dict(WithUnion, {"inner": {"nope": 1}})
+    assert "unknown config key 'inner.nope'" in str(e.value) and "as float: expected a number" in str(e.value)
+
+
+def test_config_error_is_a_user_error():
+    from core.errors import UserError
+
+    with pytest.raises(UserError):
+        from_dict(WithUnion, {"size": 1.5})

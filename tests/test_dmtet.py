@@ -5,6 +5,7 @@ import torch
 import trimesh
 
 from core.cameras import orbit_cameras
+from core.export.assets import export_scene
 from renderers.base import Scene
 from renderers.mesh import DMTetScene, DMTetSceneConfig, TriangleMesh, marching_tets, render_mesh, tet_grid
 from renderers.mesh.tets import NUM_TRIANGLES, TRIANGLE_TABLE
@@ -107,7 +108,7 @@ def test_dmtet_scene_contract(tmp_path):
     other = DMTetScene(DMTetSceneConfig(resolution=6, init_radius=0.2))
     other.load_state_dict(scene.state_dict())
     assert torch.equal(other.sdf, scene.sdf)
-    path = scene.export(tmp_path / "dmtet.ply")
+    path = export_scene(scene, tmp_path / "dmtet.ply", "ply")
     assert trimesh.load(path, process=False).is_watertight
     with torch.no_grad():
         scene.sdf.fill_(1.0)  # nothing inside: an empty surface renders as background

@@ -138,7 +138,6 @@ def test_initial_blob_is_opaque_at_centre_and_clear_at_edges():
     stop = origins[0] + out.depth[0] / cosine * dirs[0]
     radial = (out.normal[0] * stop / stop.norm(dim=-1, keepdim=True)).sum(-1)
     assert bool((radial[b < 0.25] > 0.9).all())
-    assert out.rgb.shape == (1, 32, 32, 3) and float(out.rgb.min()) >= 0 and float(out.rgb.max()) <= 1
 
 
 def test_trunc_exp_blob():
@@ -239,7 +238,7 @@ def test_state_dict_round_trip_and_export(tmp_path):
         assert torch.equal(renders[0].rgb, other.rgb) and torch.equal(renders[0].depth, other.depth)
     points = torch.rand(50, 3) - 0.5
     assert torch.equal(scene.density(points), loaded.density(points))
-    assert scene.color(points).shape == (50, 3)
+    assert torch.equal(scene.color(points), loaded.color(points))
 
 
 def test_config_rejects_bad_values():

@@ -1,7 +1,8 @@
 import torch
 
 from core.cameras import orbit_cameras
-from core.normal_guidance import normal_guidance_loss, world_to_camera_normals
+from core.cameras import world_to_camera_normals
+from core.normal_guidance import normal_guidance_loss
 from core.priors.estimators import load_normal_estimator
 from renderers.base import RenderOutput
 

@@ -4,6 +4,7 @@ densification, and (on a GPU) parity with gsplat."""
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from renderers.gaussian import reference
 from renderers.gaussian.rasterize import project_gaussians, render_with
 from renderers.gaussian.reference import rasterize_reference
 from renderers.gaussian.tiles import composite_tiles
+from ewa_reference import brute_force_render, ewa_project
 
 W, H = 40, 30  # not multiples of 16: edge tiles are partly outside the image
 
@@ -171,24 +173,93 @@ def test_image_orientation_camera_on_plus_x():
             assert x > size // 2 + 3 and abs(y - size // 2) <= 1
 
 
-def test_projection_matches_gsplat_torch_impl():
-    """Same means2d/depths/conics as gsplat's reference projection; radii no larger (opacity-aware) and
-    equal for opaque Gaussians up to the 3.329 vs 3.33 sigma extent."""
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
-
+def test_projection_matches_float64_ewa_reference():
+    """means2d, depths, 2D covariances (via conics), radii against `ewa_reference`, the EWA projection
+    written from Zwicker et al. / Kerbl et al. in numpy without gsplat (the code builds on gsplat's
+    torch helpers, so comparing with gsplat alone would agree by construction)."""
     params, fixed = make_scene(dtype=torch.float64)
     p = {k: v.detach() for k, v in params.items()}
     radii, means2d, depths, conics = project_gaussians(p["means"], p["quats"], p["scales"], p["opacities"],
                                                        fixed["viewmats"], fixed["Ks"], W, H)
+    ref = ewa_project(p["means"].numpy(), p["quats"].numpy(), p["scales"].numpy(), p["opacities"].numpy(),
+                      fixed["viewmats"].numpy(), fixed["Ks"].numpy(), W, H)
+    np.testing.assert_allclose(depths.numpy(), ref["depths"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(radii.numpy(), ref["radii"])
+    visible = ref["radii"].all(-1)
+    assert visible.sum() > 250 and not visible[0, :8].any()  # the scene's culled cases are culled
+    np.testing.assert_allclose(means2d.numpy()[visible], ref["means2d"][visible], rtol=1e-10, atol=1e-9)
+    # conics (a, b, c) = upper triangle of Sigma'^-1; compare Sigma' itself by inverting them back.
+    a, b, c = conics.numpy()[visible].T
+    covars = np.stack([np.stack([c, -b], -1), np.stack([-b, a], -1)], -2) / (a * c - b * b)[:, None, None]
+    np.testing.assert_allclose(covars, ref["covars2d"][visible], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(conics.numpy()[visible], ref["conics"][visible], rtol=1e-9, atol=1e-12)
+    # Some visible means lie off-screen, where the clamped Jacobian differs from the unclamped one.
+    m = ref["means2d"][visible]
+    assert ((m[:, 0] < 0) | (m[:, 0] > W) | (m[:, 1] < 0) | (m[:, 1] > H)).any()
+
+
+@pytest.mark.parametrize("per_camera", [False, True])
+def test_render_matches_brute_force_per_pixel_float64(per_camera):
+    """The torch path's image and alpha against `ewa_reference.brute_force_render`: a per-pixel loop
+    over the Gaussians nearest first, with the 1/255 skip, the 0.999 clamp and the T stop."""
+    params, fixed = make_scene(per_camera_colors=per_camera)
+    p = {k: v.detach() for k, v in params.items()}
+    backgrounds = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
+    colors, alphas, _ = rasterize(**p, **fixed, backgrounds=backgrounds, backend="torch")
+    proj = ewa_project(p["means"].numpy(), p["quats"].numpy(), p["scales"].numpy(), p["opacities"].numpy(),
+                       fixed["viewmats"].numpy(), fixed["Ks"].numpy(), W, H)
+    ref_colors, ref_alphas = brute_force_render(proj, p["opacities"].numpy(), p["colors"].numpy(), W, H,
+                                                backgrounds.numpy())
+    np.testing.assert_allclose(colors.numpy(), ref_colors, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(alphas.numpy(), ref_alphas, rtol=0, atol=1e-10)
+    assert ref_alphas.max() > 0.9998 and ref_alphas.min() < 0.01  # saturated and empty pixels both occur
+
+
+def test_gradients_match_finite_differences_of_the_brute_force_render():
+    """Autograd through the torch path against central differences of the independent reference
+    render (projection + per-pixel compositing), for a loss sum(w * image) and a sample of
+    coordinates of every parameter. h = 1e-7 in float64: a (pixel, Gaussian) pair crossing the
+    1/255 or T thresholds within h would jump, and none does for this fixed scene."""
+    params, fixed = make_scene(n=40)
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2, H, W, 3, generator=g, dtype=torch.float64)
+    colors, _, _ = rasterize(**params, **fixed, backend="torch")
+    grads = dict(zip(params, torch.autograd.grad((colors * w).sum(), list(params.values()))))
+    base = {k: v.detach().numpy().copy() for k, v in params.items()}
+
+    def loss(values):
+        proj = ewa_project(values["means"], values["quats"], values["scales"], values["opacities"],
+                           fixed["viewmats"].numpy(), fixed["Ks"].numpy(), W, H)
+        image, _ = brute_force_render(proj, values["opacities"], values["colors"], W, H)
+        return float((image * w.numpy()).sum())
+
+    h, checked = 1e-7, 0
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        flat = grads[name].reshape(-1)
+        for index in flat.abs().argsort(descending=True)[:6].tolist():  # the coordinates that matter most
+            plus, minus = {k: v.copy() for k, v in base.items()}, {k: v.copy() for k, v in base.items()}
+            plus[name].reshape(-1)[index] += h
+            minus[name].reshape(-1)[index] -= h
+            numeric = (loss(plus) - loss(minus)) / (2 * h)
+            assert numeric == pytest.approx(flat[index].item(), rel=1e-4, abs=1e-6), (name, index)
+            checked += 1
+    assert checked == 30 and grads["means"].abs().max() > 0.1
+
+
+def test_radii_follow_gsplat_torch_impl_up_to_the_opacity_aware_extent():
+    """gsplat's reference projection uses a fixed 3-sigma extent; ours (and gsplat's CUDA kernel) the
+    opacity-aware one: radii no larger, and equal for opaque Gaussians up to the 3.329 vs 3.33
+    sigma extent. (means2d/conics come from the same gsplat helpers, so only radii are compared.)"""
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    params, fixed = make_scene(dtype=torch.float64)
+    p = {k: v.detach() for k, v in params.items()}
+    radii, _, _, _ = project_gaussians(p["means"], p["quats"], p["scales"], p["opacities"],
+                                       fixed["viewmats"], fixed["Ks"], W, H)
     covars, _ = _quat_scale_to_covar_preci(p["quats"], p["scales"], compute_preci=False)
-    radii_g, means2d_g, depths_g, conics_g, _ = _fully_fused_projection(
-        p["means"], covars, fixed["viewmats"], fixed["Ks"], W, H)
+    radii_g, _, _, _, _ = _fully_fused_projection(p["means"], covars, fixed["viewmats"], fixed["Ks"], W, H)
     visible = (radii > 0).all(-1)
-    assert visible.sum() > 250
     assert torch.equal(visible, (radii_g > 0).all(-1))  # all opacities >= 1/255 here
-    torch.testing.assert_close(means2d[visible], means2d_g[visible])
-    torch.testing.assert_close(conics[visible], conics_g[visible])
-    torch.testing.assert_close(depths, depths_g)
     assert (radii <= radii_g).all()
     extent = torch.sqrt(2 * torch.log(p["opacities"] * 255)).clamp(max=3.33)
     assert (radii_g - radii).max() <= (3.33 - extent).mul(5).ceil().max()

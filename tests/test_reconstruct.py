@@ -5,7 +5,7 @@ import torch
 
 from app.cli import main
 from core.cameras import orbit_cameras, save_nerf_synthetic
-from core.export.video import write_png
+from core.io import write_png
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
 
 

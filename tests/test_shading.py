@@ -325,4 +325,41 @@ def test_srgb_round_trip_and_tone_curve():
     hdr = torch.logspace(-3, 3, 200)
     mapped = aces_filmic(hdr)
     assert (mapped.diff() >= 0).all() and mapped.max() <= 1 and aces_filmic(torch.zeros(1)) == 0
-    assert abs(float(aces_filmic(torch.tensor(0.18))) - 0.18 * 1.0) < 0.1  # mid grey stays mid grey-ish
+
+
+# Narkowicz 2015, "ACES Filmic Tone Mapping Curve" (the variant tonemap.aces_filmic names; no 0.6
+# pre-exposure, no AP0/AP1 matrices): f(x) = x(2.51x + 0.03) / (x(2.43x + 0.59) + 0.14), clamped
+# to [0, 1]. The values below were worked out by hand from the published constants as exact
+# fractions, e.g. f(1) = 2.54 / 3.16 = 127/158 and f(0.5) = 0.6425 / 1.0425 = 257/417.
+NARKOWICZ_POINTS = {
+    0.05: 0.0442830699,    # 0.05 * 0.1555 / (0.05 * 0.7115 + 0.14)
+    0.18: 0.2668989204,    # mid grey: 0.086724 / 0.324932, lifted above 0.18 (the fit's exposure)
+    0.5: 257 / 417,        # 0.6163069544
+    1.0: 127 / 158,        # 0.8037974684
+    2.0: 10.1 / 11.04,     # 0.9148550725
+    4.0: 0.9734171097,     # 40.28 / 41.38
+}
+
+
+def follows_narkowicz_aces(curve) -> bool:
+    """The curve's published values, its toe slope f'(0) = b/e = 0.03/0.14 and its white point:
+    f reaches 1 where 0.08x^2 - 0.56x - 0.14 = 0, x = (0.56 + sqrt(0.3584)) / 0.16 = 7.2417."""
+    x = torch.tensor(list(NARKOWICZ_POINTS), dtype=torch.float64)
+    values = curve(x)
+    if not torch.allclose(values, torch.tensor(list(NARKOWICZ_POINTS.values()), dtype=torch.float64),
+                          atol=1e-6, rtol=0):
+        return False
+    h = 1e-7
+    slope = float(curve(torch.tensor([h], dtype=torch.float64))) / h
+    white = (0.56 + math.sqrt(0.56 ** 2 + 4 * 0.08 * 0.14)) / 0.16
+    below = float(curve(torch.tensor([white - 1e-3], dtype=torch.float64)))
+    above = curve(torch.tensor([white + 1e-3, 50.0], dtype=torch.float64))
+    return abs(slope - 0.03 / 0.14) < 1e-5 and 1 - 1e-4 < below < 1.0 and bool((above == 1.0).all())
+
+
+def test_aces_filmic_is_narkowicz_2015():
+    """Known values at six inputs (to 1e-6), the toe slope and the white point; Reinhard x/(1+x),
+    which the previous check (within 0.1 of 0.18 at mid grey) accepted, and a plain clamp fail."""
+    assert follows_narkowicz_aces(aces_filmic)
+    assert not follows_narkowicz_aces(lambda x: x / (1 + x))  # Reinhard: 0.1525 at 0.18, 0.5 at 1
+    assert not follows_narkowicz_aces(lambda x: x.clamp(0, 1))

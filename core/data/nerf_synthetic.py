@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from core.cameras import Cameras, load_nerf_synthetic
+from core.errors import MissingFileError, UserError
 
 
 @dataclass
@@ -35,8 +36,8 @@ def _read_image(path: Path) -> np.ndarray:
             try:
                 return iio.imread(p)
             except Exception as e:  # imageio raises many types for a non-image file
-                raise ValueError(f"{p} is not a readable image: {e}") from None
-    raise FileNotFoundError(f"image not found: {candidates[0]} (from the transforms file's file_path)")
+                raise UserError(f"{p} is not a readable image: {e}") from None
+    raise MissingFileError(f"image not found: {candidates[0]} (from the transforms file's file_path)")
 
 
 def load_dataset(
@@ -50,7 +51,7 @@ def load_dataset(
     if not tf.is_file():
         tf = root / "transforms.json"
     if not tf.is_file():
-        raise FileNotFoundError(f"no transforms_{split}.json or transforms.json in {root}")
+        raise MissingFileError(f"no transforms_{split}.json or transforms.json in {root}")
     cams, names = load_nerf_synthetic(tf)
     images, alphas = [], []
     for name in names:
@@ -63,7 +64,7 @@ def load_dataset(
         alphas.append(alpha)
     H, W = images[0].shape[:2]
     if any(im.shape[:2] != (H, W) for im in images):
-        raise ValueError(f"images in {root} have different sizes")
+        raise UserError(f"images in {root} have different sizes")
     if (W, H) != (cams.width, cams.height):
         cams = cams.resized(W, H)
     imgs = torch.stack(images)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
 from core.data.procedural_render import spec_mesh
-from core.normal_guidance import world_to_camera_normals
+from core.cameras import world_to_camera_normals
 from renderers.mesh.mesh import TriangleMesh
 from renderers.mesh.render import MeshRenderConfig, render_mesh
 

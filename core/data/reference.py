@@ -1,6 +1,8 @@
 """The reference image of image-to-3D: read, separated from its background, recentred.
 
-A given alpha channel is the mask; without one, a plain background is matted out: its
+A given alpha channel is the mask, unless it is opaque everywhere (what an upload widget or
+an editor gives for an ordinary photo: it says nothing about the object); without one, a
+plain background is matted out: its
 colour is the median of the border pixels and a pixel belongs to the object when it
 differs from it by more than a threshold (DreamGaussian asks for a background-removed
 image; this covers product shots on plain backgrounds)."""
@@ -14,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.errors import UserError
 
-class ReferenceImageError(ValueError):
+
+class ReferenceImageError(UserError):
     """The reference image cannot be used; the message says what to do."""
 
 
@@ -54,7 +58,8 @@ def load_reference(path: str | Path, size: int = 64, fill: float = 0.8, threshol
     """
     image = read_image(path)
     rgb = image[..., :3]
-    mask = image[..., 3] if image.shape[-1] == 4 else matte(rgb, threshold)
+    has_mask = image.shape[-1] == 4 and image[..., 3].min() < 1.0
+    mask = image[..., 3] if has_mask else matte(rgb, threshold)
     covered = mask > 0.5
     if covered.mean() < 1e-3 or covered.mean() > 0.98:
         raise ReferenceImageError(f"{path}: could not separate the object from the background; give an RGBA image "

@@ -25,7 +25,7 @@ def write_procedural_views(out_dir: str | Path, spec, n_views: int = 24, size: i
                            radius: float = 2.5, fov_deg: float = 45.0) -> Path:
     """Render `spec` from `n_views` cameras spiralling in azimuth over elevations -5..50 degrees
     into `out_dir` (NeRF-synthetic layout); returns the transforms file."""
-    from core.export.video import write_png
+    from core.io import write_png
 
     out_dir = Path(out_dir)
     n = torch.arange(n_views, dtype=torch.float32)

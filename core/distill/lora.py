@@ -8,6 +8,12 @@ through the UNet's class embedding; Stable Diffusion's UNet has none, so a small
 MLP is added to the time embedding while (and only while) the LoRA branch runs. Its last
 layer starts at zero, so at step 0 the variational branch equals the teacher's
 conditional branch. A UNet that already has a class embedding gets the camera through it.
+
+The LoRA trains on the renders of a step only once that step is taken: `update` queues the
+detached renders and `step` (called by the runner right after its own optimizer step, never
+on a step it skips for a NaN/Inf loss or gradient) runs the LoRA's updates. A stage that
+ends calls `close`, which takes the adapter and its forward hook off the shared prior, so
+the next VSD/DSD stage on the same prior starts its own.
 """
 
 from __future__ import annotations
@@ -109,7 +115,8 @@ class LoraVariational:
         self.camera_dim: int | None = None
         self.optimizer = torch.optim.AdamW(self.lora_params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self._camera: Tensor | None = None
-        unet.time_embedding.register_forward_hook(self._add_camera)
+        self._pending: tuple[Tensor, Cond, Tensor | None] | None = None
+        self._hook = unet.time_embedding.register_forward_hook(self._add_camera)
 
     # --- camera conditioning -------------------------------------------------------------
 
@@ -173,15 +180,26 @@ class LoraVariational:
         return eps
 
     def update(self, x0: Tensor, cond: Cond, camera: Tensor | None) -> dict[str, float]:
-        """Train the LoRA (and camera MLP) on the detached renders x0 [B,C,h,w] with the
-        standard diffusion loss ||eps_lora(x_t, t) - eps||^2 on a fresh t and noise
-        (ProlificDreamer Algorithm 1, step 3). Returns {"lora_loss": float}."""
+        """Queue this step's detached renders x0 [B,C,h,w] (with their cond and camera [B,k]
+        or None) for `step`; the LoRA is not touched until the step is taken."""
+        self._pending = (x0.detach(), cond, None if camera is None else camera.detach())
+        return {}
+
+    def step(self) -> dict[str, float]:
+        """Train the LoRA (and camera MLP) on the queued renders with the standard diffusion
+        loss ||eps_lora(x_t, t) - eps||^2 on a fresh t and noise, `train_steps` times
+        (ProlificDreamer Algorithm 1, step 3). Called after the scene's optimizer step; an
+        update whose LoRA loss is not finite is skipped. Returns {"lora_loss": float} (mean
+        of the finite updates), {} when nothing was queued."""
+        if self._pending is None:
+            return {}
+        x0, cond, camera = self._pending
+        self._pending = None
         ac = self.prior.alphas_cumprod
         T = ac.shape[0]
-        x0 = x0.detach()
         B = x0.shape[0]
         lo, hi = round(self.cfg.t_min * (T - 1)), round(self.cfg.t_max * (T - 1))
-        total = 0.0
+        losses = []
         with torch.enable_grad():
             for _ in range(self.cfg.train_steps):
                 t = torch.randint(lo, hi + 1, (B,), device=x0.device)
@@ -197,10 +215,27 @@ class LoraVariational:
                     eps = self._branch(x_t, t, cond, cam)
                     loss = torch.nn.functional.mse_loss(eps.float(), noise.float())
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                self.optimizer.step()
-                total += float(loss.detach())
-        return {"lora_loss": total / max(1, self.cfg.train_steps)}
+                    if torch.isfinite(loss):
+                        loss.backward()
+                if torch.isfinite(loss):
+                    self.optimizer.step()
+                    losses.append(float(loss.detach()))
+                self.optimizer.zero_grad(set_to_none=True)
+        stats = {"lora_loss": sum(losses) / len(losses)} if losses else {}
+        if len(losses) < self.cfg.train_steps:
+            stats["lora_skipped"] = float(self.cfg.train_steps - len(losses))
+        return stats
+
+    def close(self) -> None:
+        """Take the "vsd" adapter, its camera hook and any queued renders off the prior's
+        UNet: the teacher is as it was loaded, and another LoraVariational can be built on it."""
+        self._pending = None
+        self._hook.remove()
+        if ADAPTER in (getattr(self.unet, "peft_config", None) or {}):
+            self.unet.delete_adapters(ADAPTER)
+            if not getattr(self.unet, "peft_config", None):  # none left: unwrap peft's layers, the UNet as loaded
+                self.unet.unload_lora()
+        self._lora_layers = []
 
     def state_dict(self) -> dict:
         lora = {n: p.detach().clone() for n, p in self.unet.named_parameters()

@@ -76,7 +76,11 @@ class VariationalScore(Protocol):
         """eps [B,C,h,w] for x_t [B,C,h,w], t [B]; camera features [B,k] or None. No grad."""
 
     def update(self, x0: Tensor, cond: Cond, camera: Tensor | None) -> dict[str, float]:
-        """Fit to the detached renders x0 [B,C,h,w]; returns stats."""
+        """Show it this step's detached renders x0 [B,C,h,w]; returns stats. An exact fit may
+        refit at once; a trained one (the LoRA) queues them and trains in an optional
+        `step() -> dict`, which ScoreDistillation.step runs after the scene's optimizer step
+        (so a step the runner skips for NaN never trains it), and frees the prior in an
+        optional `close()` when its stage ends."""
 
     def state_dict(self) -> dict: ...
 
@@ -190,6 +194,19 @@ class ScoreDistillation:
         # regrouped around eps_cfg so that (l_u, l_v) = (1, 0) / (0, 1) give SDS / VSD bit for bit.
         direction = eps_cfg - l_u * noise - l_v * eps_var + (l_u + l_v - 1.0) * eps_uncond
         return direction, terms, {"dsd_lambda_u": l_u, "dsd_lambda_v": l_v}
+
+    def step(self) -> dict[str, float]:
+        """After the scene's optimizer step (core.runner.Stage.after_step): train the
+        variational branch on the renders of the step just taken. Returns its stats."""
+        step = getattr(self.variational, "step", None)
+        return step() if step is not None else {}
+
+    def close(self) -> None:
+        """The stage is over: take the variational branch (the LoRA adapter and its hook) off
+        the prior, which the next stage may share."""
+        close = getattr(self.variational, "close", None)
+        if close is not None:
+            close()
 
     def state_dict(self) -> dict:
         return {"variational": self.variational.state_dict() if self.variational is not None else None}

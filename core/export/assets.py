@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import MissingFileError, UserError
 from core.export.bake import BakeConfig, bake, bake_field
 from core.export.extract import IsoSurfaceConfig
 from core.export.floaters import FloaterConfig, remove_floaters
@@ -38,7 +39,7 @@ MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
 MODEL_NAMES = ("model.ply", "model.splat", "model.glb", "model.obj", "model.pt")
 
 
-class AssetError(ValueError):
+class AssetError(UserError):
     """An asset that cannot be read, or a format this source cannot be written as; the message says why."""
 
 
@@ -72,7 +73,7 @@ def resolve_asset(path: str | Path) -> Path:
         raise AssetError(f"{path} is a folder without a model file ({', '.join(MODEL_NAMES)}); "
                          "give a run folder or an asset file")
     if not path.is_file():
-        raise FileNotFoundError(f"asset not found: {path}")
+        raise MissingFileError(f"asset not found: {path}")
     return path
 
 
@@ -197,18 +198,16 @@ def export_scene(scene, path: str | Path, fmt: str, options: ExportOptions | Non
             scene = remove_floaters(scene, options.floaters)
         if fmt in ("ply", "splat"):
             return scene.export(path)
-        return write_mesh(bake(_extract(scene, options), scene, _bake_config(options)), path, fmt)
+        return write_mesh(bake(mesh_of(scene, _iso_config(options)), scene, _bake_config(options)), path, fmt)
     if fmt == "splat":
         raise AssetError(f"a {kind} cannot be written as splat (only Gaussians can); choose glb, obj or ply")
     if isinstance(scene, NerfScene):
-        mesh = _extract(scene, options)
+        mesh = mesh_of(scene, _iso_config(options))
         if fmt != "ply":
             mesh = bake_field(mesh, _nerf_color_fn(scene), options.texture_size)
         return write_mesh(mesh, path, fmt)
-    if isinstance(scene, MeshScene):
-        return write_mesh(scene.mesh().detach(), path, fmt)
-    if isinstance(scene, DMTetScene):
-        return write_mesh(scene.extract_mesh().detach(), path, fmt)
+    if isinstance(scene, (MeshScene, DMTetScene)):
+        return write_mesh(mesh_of(scene), path, fmt)
     raise AssetError(f"no export for a {kind}")
 
 
@@ -230,13 +229,25 @@ def _bake_config(options: ExportOptions) -> BakeConfig:
     return BakeConfig(texture_size=options.texture_size, view_size=view_size)
 
 
-def _extract(scene, options: ExportOptions) -> TriangleMesh:
+def mesh_of(scene, iso: IsoSurfaceConfig | None = None) -> TriangleMesh:
+    """The surface of any scene as a TriangleMesh (vertex colours where the scene has colour):
+    radiance fields (Gaussians, NeRF) are meshed with `iso`, meshes and DMTet grids give the
+    surface they hold. The one place that knows how each representation becomes a mesh."""
     from core.export.gaussians_to_mesh import gaussians_to_mesh
     from core.export.nerf_to_mesh import nerf_to_mesh
     from renderers.gaussian.scene import GaussianScene
+    from renderers.mesh import DMTetScene, MeshScene
+    from renderers.nerf import NerfScene
 
-    convert = gaussians_to_mesh if isinstance(scene, GaussianScene) else nerf_to_mesh
-    return convert(scene, _iso_config(options))
+    if isinstance(scene, GaussianScene):
+        return gaussians_to_mesh(scene, iso)
+    if isinstance(scene, NerfScene):
+        return nerf_to_mesh(scene, iso)
+    if isinstance(scene, DMTetScene):
+        return scene.extract_mesh().detach()
+    if isinstance(scene, MeshScene):
+        return scene.mesh().detach()
+    raise AssetError(f"no mesh from a {type(scene).__name__}")
 
 
 def write_mesh(mesh: TriangleMesh, path: str | Path, fmt: str) -> Path:

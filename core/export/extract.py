@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.cameras import Cameras
+from core.errors import UserError
 
 GridFn = Callable[[Tensor, Tensor, tuple[int, int, int]], Tensor]
 
@@ -95,7 +96,7 @@ def plateau_level(grid: Tensor) -> float:
     """Half the density plateau: 0.5 x the 99th percentile of the grid's positive values."""
     positive = grid[grid > 0]
     if positive.numel() == 0:
-        raise ValueError("the density field is zero everywhere in its bound: nothing to extract")
+        raise UserError("the density field is zero everywhere in its bound: nothing to extract")
     sample = positive[torch.randperm(positive.numel(), generator=torch.Generator().manual_seed(0))[:1 << 20]]
     return 0.5 * float(torch.quantile(sample.float(), 0.99))
 
@@ -135,10 +136,10 @@ def silhouette_level(mip: Tensor, alpha: Tensor, candidates: int = 1024, toleran
     """
     target = alpha >= 0.5
     if not target.any():
-        raise ValueError("the source renders no opaque pixel (alpha >= 0.5) from the extraction views")
+        raise UserError("the source renders no opaque pixel (alpha >= 0.5) from the extraction views")
     top = float(mip.max())
     if top <= 0:
-        raise ValueError("the density field is zero everywhere in its bound: nothing to extract")
+        raise UserError("the density field is zero everywhere in its bound: nothing to extract")
     levels = top * torch.logspace(-4, 0, candidates)[:-1]
     inside = torch.sort(mip[target]).values
     outside = torch.sort(mip[~target]).values
@@ -173,7 +174,7 @@ def marching_cubes(grid: Tensor, level: float, lo: Tensor, hi: Tensor) -> tuple[
     padded = F.pad(grid.float(), (1, 1, 1, 1, 1, 1), value=min(0.0, level - 1.0)).double().numpy()
     vertices, faces = mcubes.marching_cubes(padded, float(level))
     if len(faces) == 0:
-        raise ValueError(f"no surface at level {level:.4g}: the field never reaches it")
+        raise UserError(f"no surface at level {level:.4g}: the field never reaches it")
     voxel = ((hi - lo) / (torch.tensor(grid.shape) - 1)).double().numpy()
     vertices = lo.double().numpy() + (vertices - 1.0) * voxel  # -1: the padding layer
     return vertices.astype(np.float32), np.asarray(faces, dtype=np.int64)

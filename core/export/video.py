@@ -16,25 +16,7 @@ import numpy as np
 import torch
 
 from core.cameras import Cameras
-from core.io import atomic_path
-
-
-def to_uint8(frame) -> np.ndarray:
-    """[H,W,C] uint8 from a uint8 or float-in-[0,1] image (tensor or array)."""
-    arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f"a frame must be [H,W,3] or [H,W,4], got {list(arr.shape)}")
-    return arr
-
-
-def write_png(path: str | Path, frame) -> Path:
-    """Write one image as PNG atomically; returns the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        imageio.imwrite(tmp, to_uint8(frame), format="png")
-    return path
+from core.io import atomic_path, to_uint8, write_png
 
 
 def write_frames(frames: Iterable, out_dir: str | Path, names: Sequence[str] | None = None) -> list[Path]:

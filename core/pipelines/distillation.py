@@ -15,9 +15,10 @@ from typing import Callable, Literal
 import torch
 
 from core.cameras import CameraSamplerConfig, Cameras, RandomCameraSampler, orbit_cameras
-from core.config import save_config
+from core.config import ConfigError, save_config
 from core.distill import ObjectiveConfig, build
 from core.distill.schedules import ScalarSchedule, as_schedule
+from core.errors import UserError
 from core.export.assets import ExportOptions
 from core.export.extract import IsoSurfaceConfig
 from core.pipelines.backgrounds import BackgroundConfig, DistillationBackground
@@ -95,10 +96,10 @@ class DistillationConfig:
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ValueError("a pipeline needs at least one stage")
+            raise ConfigError("a pipeline needs at least one stage")
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
-            raise ValueError(f"stage names must be unique, got {names}")
+            raise ConfigError(f"stage names must be unique, got {names}")
 
 
 class CameraBatches:
@@ -209,7 +210,7 @@ def render_memory_lower_bound(cfg: "DistillationConfig", stage: StageConfig) -> 
 
 
 def check_memory(cfg: "DistillationConfig", available: int | None = None) -> None:
-    """Stop before any work when a stage's renders cannot fit: ValueError naming the stage,
+    """Stop before any work when a stage's renders cannot fit: UserError naming the stage,
     the size, the bytes needed (a lower bound) and the keys to lower. The pipelines
     (text_to_3d.generate, image_to_3d.image_to_3d) call it before loading their prior."""
     device = resolve_device(cfg.device)
@@ -218,7 +219,7 @@ def check_memory(cfg: "DistillationConfig", available: int | None = None) -> Non
         need = render_memory_lower_bound(cfg, stage)
         if need > available:
             size = stage.largest_size
-            raise ValueError(
+            raise UserError(
                 f"stage '{stage.name}' renders {stage.cameras.batch_size} x {size}x{size} px: at least "
                 f"{need / 2**30:.1f} GiB for the image buffers alone, more than the {available / 2**30:.1f} GiB "
                 f"{device.type} memory available; lower stages.{index}.cameras.width/height (and "
@@ -244,7 +245,7 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
     normal_estimator = None
     if any(as_schedule(s.normal_guidance)(0.0) or as_schedule(s.normal_guidance)(1.0) for s in cfg.stages):
         if not cfg.normal_estimator:
-            raise ValueError("a stage sets normal_guidance but normal_estimator is empty: set "
+            raise ConfigError("a stage sets normal_guidance but normal_estimator is empty: set "
                              "normal_estimator=builtin:normals or a Marigold normals repo or folder")
         from core.priors.estimators import load_normal_estimator
 
@@ -268,8 +269,11 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
                       distillation_loss(stage_cfg, scene, objective, condition, normal_estimator, extra_loss),
                       optimizer, stateful={"cameras": batches, "objective": objective},
                       preview_every=cfg.preview_every, checkpoint_every=cfg.checkpoint_every,
-                      preview=gradient_preview(objective))
-        run_stage(stage, folder, callbacks)
+                      preview=gradient_preview(objective), after_step=objective.step)
+        try:
+            run_stage(stage, folder, callbacks)
+        finally:  # the prior is shared by the stages (and by a door's next job): leave it as loaded
+            objective.close()
     cams = orbit_cameras(cfg.turntable_frames, cfg.turntable_elevation, cfg.turntable_radius, cfg.turntable_fov,
                          cfg.turntable_size, cfg.turntable_size) if cfg.turntable_frames else None
     return export_final(scene, folder.path, cams, tuple(cfg.export), cfg.export_options)

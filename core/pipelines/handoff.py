@@ -1,67 +1,72 @@
 """Hand-offs between pipeline stages: build a stage's scene, fresh or converted from the
-previous stage's (radiance field -> DMTet -> mesh), and export the final one."""
+previous stage's (radiance field -> DMTet -> mesh), and export the final one.
+
+Each scene config type says, in one registry (`SCENE_KINDS`), which scene it builds, how it
+builds one fresh and how it builds one from the previous stage's surface; the surface of
+any scene comes from `core.export.assets.mesh_of`, the one place that knows how each
+representation becomes a mesh.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from core.cameras import Cameras
+from core.config import ConfigError
+from core.export.assets import mesh_of
+from core.export.sdf import dmtet_from_mesh
+from renderers.gaussian.scene import GaussianConfig, GaussianScene
+from renderers.mesh import DMTetScene, DMTetSceneConfig, MeshScene, MeshSceneConfig, TriangleMesh
+from renderers.nerf import NerfConfig, NerfScene
 
 
-def _mesh_of(scene, iso=None):
-    """A TriangleMesh (with vertex colours where the source has colour) from any scene;
-    `iso` (IsoSurfaceConfig) sets how radiance fields are meshed."""
-    from core.export.gaussians_to_mesh import gaussians_to_mesh
-    from core.export.nerf_to_mesh import nerf_to_mesh
-    from renderers.gaussian.scene import GaussianScene
-    from renderers.mesh import DMTetScene, MeshScene
-    from renderers.nerf import NerfScene
+@dataclass(frozen=True)
+class SceneKind:
+    """scene: the class a stage of this config trains; fresh(cfg, device): one with nothing
+    before it; from_mesh(mesh, cfg, device): one started at the previous stage's surface
+    (None: this kind can only start a pipeline or continue a stage of the same kind)."""
 
-    if isinstance(scene, GaussianScene):
-        return gaussians_to_mesh(scene, iso)
-    if isinstance(scene, NerfScene):
-        return nerf_to_mesh(scene, iso)
-    if isinstance(scene, DMTetScene):
-        return scene.extract_mesh().detach()
-    if isinstance(scene, MeshScene):
-        return scene.mesh().detach()
-    raise TypeError(f"no mesh from a {type(scene).__name__}")
+    scene: type
+    fresh: Callable
+    from_mesh: Callable | None = None
+
+
+def _sphere_mesh_scene(cfg: MeshSceneConfig, device: torch.device) -> MeshScene:
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    return MeshScene(TriangleMesh.from_trimesh(sphere), cfg).to(device)
+
+
+SCENE_KINDS: dict[type, SceneKind] = {
+    GaussianConfig: SceneKind(GaussianScene, lambda cfg, device: GaussianScene(cfg).to(device)),
+    NerfConfig: SceneKind(NerfScene, lambda cfg, device: NerfScene(cfg).to(device)),
+    DMTetSceneConfig: SceneKind(DMTetScene, lambda cfg, device: DMTetScene(cfg, device=device),
+                                lambda mesh, cfg, device: dmtet_from_mesh(mesh.to("cpu"), cfg).to(device)),
+    MeshSceneConfig: SceneKind(MeshScene, _sphere_mesh_scene,
+                               lambda mesh, cfg, device: MeshScene(mesh, cfg).to(device)),
+}
 
 
 def build_scene(cfg, representation: str, previous, device: torch.device):
     """The scene for a stage of `representation`: the previous stage's scene when it is of
-    the same kind (training continues), converted from it otherwise, or fresh from `cfg`'s
-    section of that name when there is no previous stage."""
-    from core.export.sdf import dmtet_from_mesh
-    from renderers.gaussian.scene import GaussianScene
-    from renderers.mesh import DMTetScene, MeshScene
-    from renderers.nerf import NerfScene
-
-    kinds = {"gaussian": GaussianScene, "nerf": NerfScene, "dmtet": DMTetScene, "mesh": MeshScene}
-    if previous is not None and isinstance(previous, kinds[representation]):
-        return previous
-    if representation == "gaussian":
-        if previous is not None:
-            raise ValueError("a Gaussian stage can only start a pipeline or follow a Gaussian stage")
-        return GaussianScene(cfg.gaussian).to(device)
-    if representation == "nerf":
-        if previous is not None:
-            raise ValueError("a NeRF stage can only start a pipeline or follow a NeRF stage")
-        return NerfScene(cfg.nerf).to(device)
-    if representation == "dmtet":
-        if previous is None:
-            return DMTetScene(cfg.dmtet, device=device)
-        return dmtet_from_mesh(_mesh_of(previous, cfg.handoff).to("cpu"), cfg.dmtet).to(device)
+    the same kind (training continues), converted from its surface otherwise (meshed with
+    `cfg.handoff`), or fresh from `cfg`'s section of that name when there is no previous
+    stage."""
+    section = getattr(cfg, representation)
+    kind = SCENE_KINDS[type(section)]
     if previous is None:
-        from renderers.mesh import TriangleMesh
-
-        import trimesh
-
-        sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
-        return MeshScene(TriangleMesh.from_trimesh(sphere), cfg.mesh).to(device)
-    return MeshScene(_mesh_of(previous, cfg.handoff), cfg.mesh).to(device)
+        return kind.fresh(section, device)
+    if isinstance(previous, kind.scene):
+        return previous
+    if kind.from_mesh is None:
+        raise ConfigError(f"a {representation} stage can only start a pipeline or follow a {representation} "
+                          f"stage, not a {type(previous).__name__}")
+    return kind.from_mesh(mesh_of(previous, cfg.handoff), section, device)
 
 
 def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, ...] = ("ply", "glb"),
@@ -73,7 +78,6 @@ def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, 
     from core.export.assets import export_scene
     from core.export.floaters import remove_floaters
     from core.export.video import turntable
-    from renderers.gaussian.scene import GaussianScene
 
     if isinstance(scene, GaussianScene) and options is not None and options.remove_floaters:
         # once for every format and the turntable

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from core.cameras import spherical_cameras
+from core.config import ConfigError
 from core.data.reference import load_reference
 from core.distill.schedules import ScalarSchedule, as_schedule
 from core.pipelines.distillation import DistillationConfig, check_memory, run_distillation
@@ -60,7 +61,7 @@ def image_to_3d(cfg: ImageTo3DConfig, out_dir: str | Path, callbacks: Callbacks 
                 prior=None) -> dict[str, Path]:
     """Lift `cfg.image` into `out_dir` (see run_distillation); returns the written paths."""
     if not cfg.image:
-        raise ValueError("image-to-3D needs image=<path to a picture>")
+        raise ConfigError("image-to-3D needs image=<path to a picture>")
     check_memory(cfg)
     rgb, mask = load_reference(cfg.image, cfg.reference_size, cfg.object_fill, cfg.matting_threshold)
     prior = prior if prior is not None else load(cfg.prior)
@@ -68,7 +69,7 @@ def image_to_3d(cfg: ImageTo3DConfig, out_dir: str | Path, callbacks: Callbacks 
     def condition(cameras):
         return prior.condition(rgb, "", cameras)
 
-    from core.export.video import write_png
+    from core.io import write_png
 
     out = Path(out_dir)
     write_png(out / "reference.png", torch.cat([rgb, mask], dim=1)[0].permute(1, 2, 0))

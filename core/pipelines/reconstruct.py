@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from core.cameras import orbit_cameras
-from core.config import save_config
+from core.config import ConfigError, save_config
 from core.data.nerf_synthetic import ImageDataset, load_dataset
 from core.runner import Batch, Callbacks, RunFolder, Stage, run_stage, seed_everything
 from renderers.gaussian.densify import DensifyConfig
@@ -92,14 +92,14 @@ def reconstruct(cfg: ReconstructConfig, out_dir: str | Path, callbacks: Callback
 
     Returns the written paths: model (.ply), turntable (.mp4), frames folder, config.
     """
+    if dataset is None:  # before the run folder: bad data leaves no half-written run behind
+        if not cfg.data:
+            raise ConfigError("reconstruct needs data=<folder with transforms_train.json and images>")
+        dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None,
+                               background=cfg.renderer.background)
     folder = RunFolder(out_dir)
     save_config(cfg, folder.path / "config.yaml")
     seed_everything(cfg.seed)
-    if dataset is None:
-        if not cfg.data:
-            raise ValueError("reconstruct needs data=<folder with transforms_train.json and images>")
-        dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None,
-                               background=cfg.renderer.background)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     scene = GaussianScene(cfg.renderer).to(device)

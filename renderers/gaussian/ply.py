@@ -26,6 +26,7 @@ import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 from torch import Tensor
 
+from core.errors import MissingFileError, UserError
 from core.io import atomic_path
 
 # Zeroth-order real spherical harmonic, Y_0^0 = 1 / (2 sqrt(pi)).
@@ -36,7 +37,7 @@ SPLAT_DTYPE = np.dtype(
 )  # 32 bytes
 
 
-class SplatFormatError(ValueError):
+class SplatFormatError(UserError):
     """A file that is not a Gaussian splat file this module can read; the message says what was expected."""
 
 
@@ -122,7 +123,7 @@ def save_ply(path: str | Path, data: GaussianData) -> Path:
 
 def _read_plydata(path: Path) -> PlyData:
     if not path.is_file():
-        raise FileNotFoundError(f"splat file not found: {path}")
+        raise MissingFileError(f"splat file not found: {path}")
     with open(path, "rb") as f:
         if f.read(3) != b"ply":
             raise SplatFormatError(f"{path} is not a .ply file (it does not start with 'ply'); expected a 3DGS .ply")
@@ -200,7 +201,7 @@ def load_splat(path: str | Path) -> GaussianData:
     """Read an antimatter15 .splat file (sh_degree 0; colours and rotations are 8-bit)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"splat file not found: {path}")
+        raise MissingFileError(f"splat file not found: {path}")
     size = path.stat().st_size
     if size == 0 or size % SPLAT_DTYPE.itemsize:
         raise SplatFormatError(

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.cameras import Cameras
+from core.config import to_dict
+from core.io import save_torch
 from renderers.base import RenderOutput
 
 from .mesh import TriangleMesh
@@ -143,15 +145,10 @@ class DMTetScene(nn.Module):
         """Nothing to do: the surface is re-extracted at every render."""
 
     def export(self, path: str | Path) -> Path:
-        """Write the extracted surface (.ply with vertex colours, or .obj/.glb, +Y up as every
-        scorelift mesh file), or with a .pt suffix the scene itself ({"config", "state_dict"},
-        which core.export.assets.load_scene reads back)."""
-        from core.export.assets import write_mesh
-
+        """Save the scene itself as a torch checkpoint ({"config", "state_dict"}, suffix .pt),
+        which core.export.assets.load_scene reads back. Mesh files (.ply/.obj/.glb) of the
+        extracted surface are written by core.export.assets.export_scene."""
         path = Path(path)
-        if path.suffix.lower() == ".pt":
-            from core.config import to_dict
-            from core.io import save_torch
-
-            return save_torch(path, {"config": to_dict(self.cfg), "state_dict": self.state_dict()})
-        return write_mesh(self.extract_mesh(), path, path.suffix.lstrip(".").lower())
+        if path.suffix != ".pt":
+            path = path.with_suffix(".pt")
+        return save_torch(path, {"config": to_dict(self.cfg), "state_dict": self.state_dict()})

@@ -7,7 +7,6 @@ positions, per-vertex colours, and the texture maps (base colour, roughness, met
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,11 +119,3 @@ class MeshScene(nn.Module):
 
     def update(self, step: int, out: RenderOutput) -> None:
         """Nothing to do: the topology is fixed (remeshing belongs to a later stage)."""
-
-    def export(self, path: str | Path) -> Path:
-        """Write the current mesh as .ply (vertex colours) or .obj/.glb (with textures), +Y up
-        as every scorelift mesh file (core.export.assets.write_mesh)."""
-        from core.export.assets import write_mesh
-
-        path = Path(path)
-        return write_mesh(self.mesh(), path, path.suffix.lstrip(".").lower())

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.errors import MissingFileError, UserError
 from renderers.shading.tonemap import srgb_decode
 
 
@@ -115,14 +116,14 @@ def read_radiance_hdr(path: str | Path) -> np.ndarray:
     data = Path(path).read_bytes()
     header_end = data.find(b"\n\n")
     if not data.startswith(b"#?") or header_end < 0:
-        raise ValueError(f"{path} is not a Radiance .hdr file (no '#?' header)")
+        raise UserError(f"{path} is not a Radiance .hdr file (no '#?' header)")
     header = data[:header_end].decode("latin-1")
     if "FORMAT=32-bit_rle_xyze" in header:
-        raise ValueError(f"{path}: XYZE .hdr files are not supported; convert to RGBE")
+        raise UserError(f"{path}: XYZE .hdr files are not supported; convert to RGBE")
     line_end = data.find(b"\n", header_end + 2)
     size = re.fullmatch(r"-Y (\d+) \+X (\d+)", data[header_end + 2:line_end].decode("latin-1").strip())
     if size is None:
-        raise ValueError(f"{path}: only the standard '-Y H +X W' .hdr orientation is supported")
+        raise UserError(f"{path}: only the standard '-Y H +X W' .hdr orientation is supported")
     H, W = int(size.group(1)), int(size.group(2))
     buf = np.frombuffer(data, dtype=np.uint8, offset=line_end + 1)
     rgbe = np.empty((H, W, 4), dtype=np.uint8)
@@ -148,7 +149,7 @@ def read_radiance_hdr(path: str | Path) -> np.ndarray:
                 rgbe[row] = buf[pos:pos + 4 * W].reshape(W, 4)
                 pos += 4 * W
     except (IndexError, ValueError):
-        raise ValueError(f"{path}: truncated or corrupt .hdr pixel data") from None
+        raise UserError(f"{path}: truncated or corrupt .hdr pixel data") from None
     exponent = rgbe[..., 3:4].astype(np.int32)
     scale = np.where(exponent > 0, np.ldexp(1.0, exponent - 136), 0.0)  # 2^(e-128) / 256
     return (rgbe[..., :3].astype(np.float64) + 0.5 * (exponent > 0)) * scale
@@ -177,7 +178,7 @@ def load_envmap(path: str | Path, height: int | None = None, device=None) -> Ten
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"environment map not found: {path}")
+        raise MissingFileError(f"environment map not found: {path}")
     if path.suffix.lower() in (".hdr", ".pic"):
         image = read_radiance_hdr(path)
     else:
@@ -186,7 +187,7 @@ def load_envmap(path: str | Path, height: int | None = None, device=None) -> Ten
         try:
             image = np.asarray(iio.imread(path))
         except Exception as e:  # imageio raises plugin-specific types
-            raise ValueError(f"cannot read environment map {path}: {e}") from None
+            raise UserError(f"cannot read environment map {path}: {e}") from None
         if image.dtype == np.uint8:
             image = srgb_decode(torch.from_numpy(image.astype(np.float32) / 255.0)).numpy()
         elif image.dtype == np.uint16:
@@ -194,7 +195,7 @@ def load_envmap(path: str | Path, height: int | None = None, device=None) -> Ten
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"environment map {path} must be RGB(A), got shape {image.shape}")
+        raise UserError(f"environment map {path} must be RGB(A), got shape {image.shape}")
     env = torch.from_numpy(np.ascontiguousarray(image[..., :3], dtype=np.float32)).clamp_min(0.0)
     if height is not None and env.shape[0] != height:
         mode = "area" if env.shape[0] > height else "bilinear"

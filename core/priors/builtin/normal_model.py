@@ -35,20 +35,22 @@ def _block(c_in: int, c_out: int, groups: int) -> nn.Sequential:
                          nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(groups, c_out), nn.SiLU())
 
 
-class NormalNet(nn.Module):
-    """images [B,3,H,W] in [0,1] -> unit camera-space normals [B,3,H,W] (OpenGL axes: x right,
-    y up, z toward the viewer). Sizes that do not divide by 4 are edge-padded and cropped."""
+class ImageUNet(nn.Module):
+    """images [B,3,H,W] in [0,1] -> raw maps [B,out_channels,H,W]: the U-Net above with the
+    image and its pixel coordinates (x right, y up, in [-1,1]) as input. Sizes that do not
+    divide by 4 are edge-padded and cropped. The built-in normal and depth networks are
+    this body with their own head and output mapping."""
 
-    def __init__(self, cfg: NormalNetConfig | None = None) -> None:
+    def __init__(self, cfg: NormalNetConfig, out_channels: int) -> None:
         super().__init__()
-        self.cfg = cfg = cfg or NormalNetConfig()
+        self.cfg = cfg
         c1, c2, c3 = cfg.channels
         self.down1 = _block(3 + 2, c1, cfg.groups)
         self.down2 = _block(c1, c2, cfg.groups)
         self.mid = _block(c2, c3, cfg.groups)
         self.up2 = _block(c3 + c2, c2, cfg.groups)
         self.up1 = _block(c2 + c1, c1, cfg.groups)
-        self.head = nn.Conv2d(c1, 3, 1)
+        self.head = nn.Conv2d(c1, out_channels, 1)
 
     def forward(self, images: Tensor) -> Tensor:
         B, _, H, W = images.shape
@@ -61,7 +63,18 @@ class NormalNet(nn.Module):
         x3 = self.mid(F.avg_pool2d(x2, 2))
         y2 = self.up2(torch.cat([F.interpolate(x3, scale_factor=2, mode="nearest"), x2], 1))
         y1 = self.up1(torch.cat([F.interpolate(y2, scale_factor=2, mode="nearest"), x1], 1))
-        return F.normalize(self.head(y1)[:, :, :H, :W], dim=1, eps=1e-6)
+        return self.head(y1)[:, :, :H, :W]
+
+
+class NormalNet(ImageUNet):
+    """images [B,3,H,W] in [0,1] -> unit camera-space normals [B,3,H,W] (OpenGL axes: x right,
+    y up, z toward the viewer). Sizes that do not divide by 4 are edge-padded and cropped."""
+
+    def __init__(self, cfg: NormalNetConfig | None = None) -> None:
+        super().__init__(cfg or NormalNetConfig(), 3)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return F.normalize(super().forward(images), dim=1, eps=1e-6)
 
 
 def save_normal_net(model: NormalNet, folder: str | Path, extra: dict | None = None) -> Path:
@@ -86,7 +99,7 @@ def load_normal_net(folder: str | Path, device: str | torch.device = "cpu") -> N
     missing = [name for name in (WEIGHTS, CONFIG) if not (folder / name).is_file()]
     if missing:
         raise PriorLoadError(f"{folder} lacks {', '.join(missing)}: train the built-in normal network with "
-                             f"`python -m core.priors.builtin.train_normals` (docs/builtin_normals.md)")
+                             f"`python -m core.training.train_normals` (docs/builtin_normals.md)")
     arch = json.loads((folder / CONFIG).read_text())["architecture"]
     model = NormalNet(NormalNetConfig(channels=tuple(arch["channels"]), groups=arch["groups"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS)))

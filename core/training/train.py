@@ -1,8 +1,8 @@
 """Training the built-in text-and-camera prior on the procedural world.
 
-    python -m core.priors.builtin.train text --out core/priors/builtin/text --minutes 60
+    python -m core.training.train text --out core/priors/builtin/text --minutes 60
 
-(`python -m core.priors.builtin.train zero123 ...` trains the Zero123 prior: train_zero123.py.)
+(`python -m core.training.train zero123 ...` trains the Zero123 prior: train_zero123.py.)
 
 Four phases, each resumable from checkpoints in the cache folder (never committed);
 re-running the command continues where a killed run stopped (docs/builtin_prior.md).
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
-from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
+from core.priors.builtin import TEXT_PRIOR
+from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
                                           load_checkpoint, lr_at_step, optimizer_step, restore, resume_schedule,
                                           save_checkpoint, v_prediction_loss, world_key, write_shards)
 
@@ -129,7 +130,7 @@ def train_vae(work: Path, images: Tensor, cfg: TrainConfig, mcfg, progress: bool
     of wall time; returns the VAE with `scaling_factor` set to 1/std of the latents."""
     from tqdm import tqdm
 
-    from core.priors.builtin.text_model import build_vae
+    from core.training.text_model import build_vae
 
     ckpt = work / "vae.pt"
     torch.manual_seed(cfg.seed)
@@ -226,7 +227,7 @@ def finetune_decoder(work: Path, vae, latents: tuple[Tensor, Tensor], images: Te
 def trained_vae(work: Path, mcfg, decoder: bool = True):
     """The VAE of a run's finished phase 2 (`scaling_factor` set), with the fine-tuned
     decoder of phase 4 loaded over it when `decoder` and there is one (finished or not)."""
-    from core.priors.builtin.text_model import build_vae
+    from core.training.text_model import build_vae
 
     vae_state = torch.load(work / "vae.pt", weights_only=False)
     if not vae_state.get("done"):
@@ -302,7 +303,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     the budget runs out first). Returns the EMA (text_encoder, unet) in eval mode."""
     import copy
 
-    from core.priors.builtin.text_model import build_scheduler, build_text_encoder, build_unet
+    from core.training.text_model import build_scheduler, build_text_encoder, build_unet
     from core.priors.stable_diffusion import camera_features
 
     world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
@@ -368,7 +369,7 @@ def save_prior(out: Path, tokenizer, text_encoder, vae, unet, mcfg, fp16: bool =
     """Write the Stable-Diffusion-format folder (safetensors; weights in fp16 to halve the size)."""
     import copy
 
-    from core.priors.builtin.text_model import build_scheduler
+    from core.training.text_model import build_scheduler
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out / "tokenizer")
@@ -398,7 +399,7 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     `<cache_dir>/work_<out name>_seed<seed>/`, outside the repository; with resume=False
     they are deleted first.
     """
-    from core.priors.builtin.text_model import TextPriorConfig, build_tokenizer
+    from core.training.text_model import TextPriorConfig, build_tokenizer
 
     start = time.time()
     torch.set_num_threads(1)
@@ -450,7 +451,7 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
 def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path = "/tmp/scorelift-cache",
                       cfg: TrainConfig | None = None) -> Path:
     """Save the EMA weights of the latest checkpoints of a run (finished or not) to `out_dir`."""
-    from core.priors.builtin.text_model import TextPriorConfig, build_text_encoder, build_tokenizer, build_unet
+    from core.training.text_model import TextPriorConfig, build_text_encoder, build_tokenizer, build_unet
 
     out = Path(out_dir)
     work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
@@ -467,14 +468,14 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["zero123"]:  # the image prior has its own options
-        from core.priors.builtin.train_zero123 import main as zero123_main
+        from core.training.train_zero123 import main as zero123_main
 
         return zero123_main(argv[1:])
     p = argparse.ArgumentParser(prog="scorelift train-prior", description="Train the built-in procedural-world prior.")
     p.add_argument("what", choices=["text", "render", "export", "zero123"],
                    help="text: train the text prior; render: only its image cache; export: save its latest "
                         "checkpoint; zero123: train the Zero123 prior (`zero123 --help` for its options)")
-    p.add_argument("--out", default=str(Path(__file__).with_name("text")), help="where the prior is saved "
+    p.add_argument("--out", default=str(TEXT_PRIOR), help="where the prior is saved "
                    "(default: the package's built-in prior folder)")
     p.add_argument("--cache-dir", default="/tmp/scorelift-cache")
     p.add_argument("--images", type=int, default=32 * SHARD)

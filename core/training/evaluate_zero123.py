@@ -16,7 +16,7 @@ its vertical axis (sphere, cylinder, cone, torus, capsule, unless checkered) loo
 from every azimuth and copying is exact there; the metrics are also given over the views
 that change (`changing_views`: copy-the-reference PSNR below 35 dB).
 
-    python -m core.priors.builtin.evaluate_zero123 --out docs/quality_builtin_zero123.json \
+    python -m core.training.evaluate_zero123 --out docs/quality_builtin_zero123.json \
         --grid docs/builtin_zero123_samples.png
 """
 
@@ -91,7 +91,7 @@ def sample_novel_views(prior, references: Tensor, deltas: Tensor, steps: int = 4
     the target views -> samples [n,V,3,H,W] in [0,1] from the prior's DDIM sampler, all n*V
     in one batch (one UNet call a step is cheaper than n small ones on a CPU)."""
     from core.priors.base import Cond
-    from core.priors.builtin.evaluate import ddim_sample_cond
+    from core.training.evaluate import ddim_sample_cond
 
     conds = [prior.condition(references[i:i + 1], cameras=deltas) for i in range(len(references))]
     cond = Cond(torch.cat([c.embeds for c in conds]), torch.cat([c.uncond_embeds for c in conds]),
@@ -167,7 +167,7 @@ def evaluate_zero123(model: str = "builtin:zero123", n_objects: int = 64, steps:
 def write_sample_grid(path: str | Path, reference: Tensor, targets: Tensor, samples: Tensor, scale: int = 3) -> Path:
     """One row an object: [reference | true view 1 | sample view 1 | true view 2 | ...] (DELTAS).
     reference [n,3,H,W], targets and samples [n,V,3,H,W], all in [0,1]."""
-    from core.export.video import write_png
+    from core.io import write_png
 
     n, V, _, H, W = targets.shape
     pad = 2

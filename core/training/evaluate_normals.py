@@ -1,7 +1,7 @@
 """Measuring a normal estimator on held-out procedural objects (docs/quality_builtin_normals.json).
 
-    python -m core.priors.builtin.evaluate_normals --objects 256 --out docs/quality_builtin_normals.json
-    python -m core.priors.builtin.evaluate_normals --mesh-checkpoint runs/x/checkpoints/polish.pt
+    python -m core.training.evaluate_normals --objects 256 --out docs/quality_builtin_normals.json
+    python -m core.training.evaluate_normals --mesh-checkpoint runs/x/checkpoints/polish.pt
 
 Angular error in degrees between predicted and true camera-space normals over foreground
 pixels (alpha > 0.5), pooled over all images, next to the trivial baseline that says every
@@ -62,8 +62,7 @@ def mesh_agreement(checkpoint: str | Path, estimator, views: int = 16, size: int
     """How far a mesh stage's surface is from what `estimator` reads in its render: mean and
     median angle (degrees) between rendered and predicted camera-space normals over `views`
     orbit views (elevation 15, radius 2.5, fov 45) at `size` px, foreground pixels."""
-    from core.cameras import orbit_cameras
-    from core.normal_guidance import world_to_camera_normals
+    from core.cameras import orbit_cameras, world_to_camera_normals
     from renderers.mesh import TriangleMesh, render_mesh
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["scene"]
@@ -82,7 +81,7 @@ def mesh_agreement(checkpoint: str | Path, estimator, views: int = 16, size: int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m core.priors.builtin.evaluate_normals",
+    p = argparse.ArgumentParser(prog="python -m core.training.evaluate_normals",
                                 description="Angular error of a normal estimator on held-out procedural objects.")
     p.add_argument("--estimator", default="builtin:normals", help="builtin:normals, a Marigold repo or folder")
     p.add_argument("--objects", type=int, default=256)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     t0 = time.time()
     result = measure_normal_estimator(load_normal_estimator(a.estimator, device="cpu"), a.first_seed, a.objects)
-    command = "OMP_NUM_THREADS=1 python -m core.priors.builtin.evaluate_normals " + " ".join(argv or [])
+    command = "OMP_NUM_THREADS=1 python -m core.training.evaluate_normals " + " ".join(argv or [])
     result = {"estimator_name": a.estimator, **result, "world": "core.data.normals.normals_world_config() "
               "(fov 30-60 deg, elevation -10..60, radius 2.2-2.8, 32 px, 2x supersampled)",
               "seconds": round(time.time() - t0, 1), "command": command.strip()}

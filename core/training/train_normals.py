@@ -1,7 +1,7 @@
 """Training the built-in image-to-normal network on the procedural world's normal maps.
 
-    python -m core.priors.builtin.train_normals            # render, train, write normals/
-    python -m core.priors.builtin.train_normals --no-resume
+    python -m core.training.train_normals            # render, train, write normals/
+    python -m core.training.train_normals --no-resume
 
 Two phases, both resumable from the cache folder (never committed); re-running the command
 continues where a killed run stopped (docs/builtin_normals.md):
@@ -30,11 +30,12 @@ from torch import Tensor
 
 from core.data.normals import NORMALS_TRAIN_SEED_START, normals_world_config, render_normal_maps
 from core.data.procedural import ProceduralWorld
+from core.priors.builtin import NORMALS_PRIOR
 from core.priors.builtin.normal_model import NormalNet, NormalNetConfig, save_normal_net
-from core.priors.builtin.training import (SHARD, StepTracker, load_checkpoint, restore, save_checkpoint, world_key,
+from core.training.common import (SHARD, StepTracker, load_checkpoint, restore, save_checkpoint, world_key,
                                          write_shards)
 
-DEFAULT_OUT = Path(__file__).with_name("normals")
+DEFAULT_OUT = NORMALS_PRIOR
 DEFAULT_CACHE = "/tmp/scorelift-cache"
 
 
@@ -154,12 +155,12 @@ def train_normal_net(out_dir: str | Path = DEFAULT_OUT, cfg: NormalTrainConfig |
         "training": {**asdict(cfg), "train_seconds": round(train_seconds, 1),
                      "render_seconds_this_run": round(render_seconds, 1),
                      "first_seed": NORMALS_TRAIN_SEED_START, "world": "core.data.normals.normals_world_config()",
-                     "command": "python -m core.priors.builtin.train_normals"}})
+                     "command": "python -m core.training.train_normals"}})
 
 
 def main(argv: list[str] | None = None) -> Path:
     defaults = NormalTrainConfig()
-    p = argparse.ArgumentParser(prog="python -m core.priors.builtin.train_normals",
+    p = argparse.ArgumentParser(prog="python -m core.training.train_normals",
                                 description="Train the built-in image-to-normal network (builtin:normals).")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where model.safetensors and config.json go")
     p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="rendered shards, checkpoints, loss log")

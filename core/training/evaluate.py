@@ -6,7 +6,7 @@ classifier-free guidance at a few camera azimuths (the prior adds its view suffi
 of each sample. The same classifier on real renders of the same prompts and cameras gives
 the ceiling the numbers should be read against.
 
-    python -m core.priors.builtin.evaluate --model core/priors/builtin/text \
+    python -m core.training.evaluate --model core/priors/builtin/text \
         --out docs/builtin_text_samples.png
 """
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.cameras import Cameras, spherical_cameras
+from core.priors.builtin import TEXT_PRIOR
 from core.data.procedural import (COLOR_RGB, COLORS, SHAPES, ProceduralWorld, ProceduralWorldConfig, make_caption,
                                   sample_spec)
 
@@ -149,7 +150,7 @@ def _real_renders(pairs, cams: Cameras, res: int) -> Tensor:
 
 def write_grid(path: str | Path, images: Tensor, rows: int, cols: int, views: int, scale: int = 2) -> Path:
     """images [rows*cols*views,3,H,W] -> one PNG; each cell shows its views 2 per row."""
-    from core.export.video import write_png
+    from core.io import write_png
 
     _, _, H, W = images.shape
     per_row = 2 if views > 1 else 1
@@ -168,7 +169,7 @@ def write_grid(path: str | Path, images: Tensor, rows: int, cols: int, views: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Sample the built-in text prior and judge it with the classifier.")
-    p.add_argument("--model", default=str(Path(__file__).with_name("text")))
+    p.add_argument("--model", default=str(TEXT_PRIOR))
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--guidance", type=float, default=6.0)
     p.add_argument("--seed", type=int, default=0)

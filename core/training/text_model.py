@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from core.data.procedural import CAPTION_WORDS, VIEW_WORDS
@@ -110,12 +110,3 @@ def build_unet(cfg: TextPriorConfig) -> UNet2DConditionModel:
 def build_scheduler(cfg: TextPriorConfig) -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                          prediction_type=cfg.prediction_type, clip_sample=False)
-
-
-def sampling_scheduler(scheduler: DDPMScheduler) -> DDIMScheduler:
-    """DDIM over the training schedule; "trailing" spacing so sampling starts at the last step."""
-    return DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing", set_alpha_to_one=False)
-
-
-def count_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -30,7 +30,7 @@ CAMERA_EMBEDDING_DIM = 4  # zero123's [d_polar, sin d_azimuth, cos d_azimuth, d_
 @dataclass
 class Zero123PriorConfig:
     """Sizes of the built-in Zero123 prior. The VAE and schedule are the text prior's
-    (`core.priors.builtin.text_model.TextPriorConfig`); `embed_dim` is the CLIP projection
+    (`core.training.text_model.TextPriorConfig`); `embed_dim` is the CLIP projection
     width and the UNet's cross-attention width."""
 
     resolution: int = 32

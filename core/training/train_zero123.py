@@ -1,6 +1,6 @@
 """Training the built-in Zero123 prior on pairs of views of procedural objects.
 
-    python -m core.priors.builtin.train zero123 --out core/priors/builtin/zero123 --minutes 60
+    python -m core.training.train zero123 --out core/priors/builtin/zero123 --minutes 60
 
 Two phases, resumable from checkpoints in the cache folder (never committed); re-running
 the command continues where a killed run stopped (docs/builtin_prior.md):
@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
-from core.priors.builtin import TEXT_PRIOR
-from core.priors.builtin.training import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
+from core.priors.builtin import TEXT_PRIOR, ZERO123_PRIOR
+from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
                                           load_checkpoint, lr_at_step, optimizer_step, resume_schedule, save_checkpoint,
                                           v_prediction_loss, world_key, write_shards)
 from core.priors.zero123 import CLIP_MEAN, CLIP_STD, zero123_camera_embedding
@@ -113,7 +113,7 @@ class Zero123Modules(torch.nn.Module):
 
     def __init__(self, mcfg):
         super().__init__()
-        from core.priors.builtin.zero123_model import CameraProjection, build_image_encoder, build_unet
+        from core.training.zero123_model import CameraProjection, build_image_encoder, build_unet
 
         self.image_encoder = build_image_encoder(mcfg)
         self.projection = CameraProjection(mcfg.embed_dim)
@@ -194,7 +194,7 @@ def save_zero123_prior(out: Path, modules: Zero123Modules, mcfg, vae_source: Pat
     import diffusers
     from safetensors.torch import save_file
 
-    from core.priors.builtin.zero123_model import build_feature_extractor
+    from core.training.zero123_model import build_feature_extractor
 
     out.mkdir(parents=True, exist_ok=True)
     modules = copy.deepcopy(modules)
@@ -246,7 +246,7 @@ def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = No
     """Render pairs, encode them with the text prior's VAE, train; save the EMA weights to
     `out_dir`. Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>/`,
     outside the repository; with resume=False they are deleted first."""
-    from core.priors.builtin.zero123_model import Zero123PriorConfig
+    from core.training.zero123_model import Zero123PriorConfig
 
     start = time.time()
     torch.set_num_threads(1)
@@ -278,7 +278,7 @@ def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = No
 def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path = "/tmp/scorelift-cache",
                       cfg: Zero123TrainConfig | None = None, vae_source: Path = TEXT_PRIOR) -> Path:
     """Save the EMA weights of the latest checkpoint of a run (finished or not) to `out_dir`."""
-    from core.priors.builtin.zero123_model import Zero123PriorConfig
+    from core.training.zero123_model import Zero123PriorConfig
 
     out = Path(out_dir)
     mcfg = Zero123PriorConfig(**(cfg or Zero123TrainConfig()).model)
@@ -292,7 +292,7 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="scorelift train-prior zero123",
                                 description="Train the built-in Zero123 prior on pairs of views of procedural objects.")
-    p.add_argument("--out", default=str(Path(__file__).with_name("zero123")), help="where the prior is saved "
+    p.add_argument("--out", default=str(ZERO123_PRIOR), help="where the prior is saved "
                    "(default: the package's built-in zero123 folder)")
     p.add_argument("--cache-dir", default="/tmp/scorelift-cache")
     p.add_argument("--objects", type=int, default=Zero123TrainConfig.objects)

@@ -1,0 +1,152 @@
+"""What the web page's form holds, checked before any run folder exists.
+
+Every check here raises a user error (`core.errors.UserError`, or `CLIError` / a library's
+own error class that is a user error) with one readable line; the page prints it after
+`error: `. `USER_ERRORS` is the tuple the web app catches as "the user can fix this"; any
+other exception is a bug and is reported as "internal error" with the log's path.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.cli_options import CLIError
+from core.errors import UserError
+
+# An uploaded picture larger than this (pixels a side) is refused: the reference view is
+# downsampled to reference_size (64 px) anyway, and decoding a huge image costs memory.
+MAX_IMAGE_SIDE = 4096
+# The largest upload Gradio accepts (launch(max_file_size=...)); an image file is far smaller.
+MAX_UPLOAD = "25mb"
+
+
+def presets_for(kind: str) -> list[str]:
+    """Shipped presets of a job kind ('text' or 'image'), CPU presets first, then gpu/ ones."""
+    from core.config import list_presets
+
+    folder = {"text": "text_to_3d/", "image": "image_to_3d/"}[kind]
+    names = list_presets()
+    return [n for n in names if n.startswith(folder)] + [n for n in names if n.startswith("gpu/" + folder)]
+
+
+def upload_root() -> Path:
+    """The folder Gradio keeps uploads in; an image path from the page must lie in it."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that are the user's mistake. After the errors merge they all
+    subclass UserError; the explicit list keeps the page right before it, too."""
+    from core.config import ConfigError
+    from core.data.reference import ReferenceImageError
+    from core.export.assets import AssetError
+    from core.priors.loading import PriorLoadError
+    from core.runner import RunError
+
+    return (UserError, CLIError, ConfigError, PriorLoadError, ReferenceImageError, AssetError, RunError)
+
+
+def parse_overrides(text: str) -> list[str]:
+    """The overrides box -> CLI-style `key=value` strings; blank lines and `#` comments are skipped."""
+    overrides = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line or line.startswith("="):
+            raise UserError(f"override line {number} '{line}' is not key=value (e.g. steps=200 or seed=3)")
+        overrides.append(line)
+    return overrides
+
+
+def whole_number(value, what: str, minimum: int) -> int | None:
+    """A number box's value (float, int, numeric text or empty) -> int or None ("the preset's")."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a whole number, not '{value}'") from None
+    if number != int(number) or int(number) < minimum:
+        raise UserError(f"{what} must be a whole number of at least {minimum}, not {value:g}"
+                        if isinstance(value, (int, float)) else f"{what} must be a whole number of at least "
+                        f"{minimum}, not {value}")
+    return int(number)
+
+
+@dataclass
+class CheckedImage:
+    """An upload that decoded as a picture: pixels [H,W,3|4] uint8 and where it came from.
+    A fully opaque alpha channel is dropped (an ordinary photo the browser or an editor
+    saved as RGBA carries no mask; the loader then separates the object from a plain
+    background, as for an RGB file on the command line)."""
+
+    pixels: np.ndarray
+    source: Path
+
+    def save(self, path: Path) -> Path:
+        import imageio.v3 as iio
+
+        iio.imwrite(path, self.pixels)
+        return path
+
+
+def check_image(path: str | Path | None, upload_root: str | Path | None = None) -> CheckedImage:
+    """Decode the uploaded file at `path` (which must lie under `upload_root`, the upload
+    folder, when given) and refuse what cannot be a reference picture: no file, not an
+    image, more than MAX_IMAGE_SIDE pixels a side, not 1, 3 or 4 channels."""
+    if not path:
+        raise UserError("no image: upload a picture of one object (RGBA, or on a plain background)")
+    path = Path(path)
+    if upload_root is not None:
+        root = Path(upload_root).resolve()
+        if not path.resolve().is_relative_to(root):
+            raise UserError("the image must be uploaded through the page")
+    if not path.is_file():
+        raise UserError("the uploaded image is gone from the server; upload it again")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if max(width, height) > MAX_IMAGE_SIDE:
+                raise UserError(f"the image is {width}x{height} px; the largest accepted is {MAX_IMAGE_SIDE} px "
+                                "a side: scale it down (the job uses 64x64 px of it)")
+            im.load()
+            if im.mode not in ("RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+            pixels = np.asarray(im).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        name = path.name.split("/")[-1]
+        raise UserError(f"'{name}' is not an image this app can read ({type(e).__name__}); upload a PNG or "
+                        "JPEG picture") from None
+    if pixels.ndim == 3 and pixels.shape[-1] == 4 and pixels[..., 3].min() == 255:
+        pixels = pixels[..., :3]
+    return CheckedImage(pixels, path)
+
+
+def check_prompt_words(prior_cfg, prompt: str) -> None:
+    """Raise a user error when the prior's tokenizer does not know a word of `prompt`
+    (the built-in prior has a closed vocabulary), or when the prior cannot be found, before
+    any run folder or model load: only its tokenizer is read."""
+    if getattr(prior_cfg, "kind", "") != "stable_diffusion":
+        return
+    from transformers import AutoTokenizer
+
+    from core.priors.loading import load_component, resolve_source
+    from core.priors.stable_diffusion import SD_FOLDERS, SD_LAYOUT, StableDiffusionPrior
+
+    source = resolve_source(prior_cfg.model, SD_LAYOUT, SD_FOLDERS)
+    tokenizer = load_component(AutoTokenizer, source, "tokenizer", SD_LAYOUT,
+                               **({"revision": prior_cfg.revision} if getattr(prior_cfg, "revision", None) else {}))
+    try:
+        # The prior's own check, given only the tokenizer it reads (the UNet is not loaded).
+        StableDiffusionPrior.check_vocabulary(types.SimpleNamespace(tokenizer=tokenizer), prompt)
+    except ValueError as e:
+        raise UserError(str(e)) from None
