@@ -19,6 +19,11 @@ class RegulariserConfig:
     """Weights (0 disables a term).
 
     opacity:       mean alpha, a sparsity pressure against floaters (threestudio's lambda_sparsity).
+    gaussian_opacity: mean opacity of the scene's Gaussians (the opacity L1 of 3DGS-MCMC, Kheradmand
+                   et al. 2024, eq. 11, as a mean). Alpha sparsity cannot reach a Gaussian behind
+                   others: accumulated alpha 1 - prod(1 - a_j) has d/da_i = prod_{j!=i}(1 - a_j) ~ 0
+                   under an opaque stack, so a thick background-coloured plug survives it; this term
+                   pushes every Gaussian, and the prior's gradient keeps the visible object.
     entropy:       binary entropy of alpha, pushing pixels to be empty or opaque (lambda_opaque).
     orientation:   Ref-NeRF / DreamFusion orientation loss: alpha * max(0, n . d)^2 for rendered
                    normals n facing away from the viewing ray d.
@@ -28,6 +33,7 @@ class RegulariserConfig:
     """
 
     opacity: Weight = 0.0
+    gaussian_opacity: Weight = 0.0
     entropy: Weight = 0.0
     orientation: Weight = 0.0
     normal_smooth: Weight = 0.0
@@ -70,6 +76,9 @@ def regularise(cfg: RegulariserConfig, scene, out: RenderOutput, cameras: Camera
 
     add("opacity", lambda: out.alpha.mean())
     add("entropy", lambda: binary_entropy(out.alpha))
+    params = getattr(scene, "params", None)
+    if params is not None and "opacities" in params:
+        add("gaussian_opacity", lambda: params["opacities"].sigmoid().mean())
     if out.normal is not None:
         add("orientation", lambda: orientation_loss(out, cameras))
         add("normal_smooth", lambda: normal_total_variation(out))

@@ -54,25 +54,32 @@ def test_generate_bad_input_is_one_line_exit_2(tiny_prior, tmp_path, capsys):
     assert not (tmp_path / "c" / "model.ply").exists()
 
 
-def test_resumed_generation_matches_an_uninterrupted_one(tiny_prior, tmp_path):
-    """Cancel after 2 of 4 steps, resume in a fresh process state: same final parameters."""
+@pytest.mark.parametrize("background", ["scene", "random", "learned"])
+def test_resumed_generation_matches_an_uninterrupted_one(tiny_prior, tmp_path, background):
+    """Cancel after 2 of 4 steps, resume in a fresh process state: same final parameters
+    (and the same learned background colour)."""
     from core.runner import Cancelled
 
     cfg = load_config(TextTo3DConfig, resolve_preset("text_to_3d/gaussian_sds"),
                       [f"prior.model={tiny_prior}", "prompt=a red cube", "stages.0.steps=4", "turntable_frames=0", "export=[ply]",
-                       "gaussian.num_points=100", "checkpoint_every=1", "preview_every=0"])
+                       "gaussian.num_points=100", "checkpoint_every=1", "preview_every=0",
+                       f"stages.0.background.kind={background}"])
     generate(cfg, tmp_path / "full")
 
     with pytest.raises(Cancelled):
         generate(cfg, tmp_path / "cut", callbacks=StopAfter(2))
     torch.manual_seed(1234)
     generate(cfg, tmp_path / "cut")
-    full = torch.load(tmp_path / "full" / "checkpoints" / "coarse.pt", weights_only=False)["scene"]
-    cut = torch.load(tmp_path / "cut" / "checkpoints" / "coarse.pt", weights_only=False)["scene"]
-    assert full.keys() == cut.keys()
-    for key in full:
-        if torch.is_tensor(full[key]):
-            assert torch.equal(full[key], cut[key]), key
+    full = torch.load(tmp_path / "full" / "checkpoints" / "coarse.pt", weights_only=False)
+    cut = torch.load(tmp_path / "cut" / "checkpoints" / "coarse.pt", weights_only=False)
+    assert full["scene"].keys() == cut["scene"].keys()
+    for key in full["scene"]:
+        if torch.is_tensor(full["scene"][key]):
+            assert torch.equal(full["scene"][key], cut["scene"][key]), key
+    if background == "learned":
+        colour = full["stateful"]["cameras"]["background"]["color_logit"]
+        assert torch.equal(colour, cut["stateful"]["cameras"]["background"]["color_logit"])
+        assert not torch.equal(colour, torch.logit(torch.tensor([1 - 1e-3] * 3)))   # it was trained
 
 
 def test_normal_guided_polish_stage_uses_the_estimator(tiny_prior, tmp_path, monkeypatch):

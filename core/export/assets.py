@@ -20,7 +20,7 @@ A combination that cannot exist (a .splat of a mesh) raises AssetError.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from core.errors import MissingFileError, UserError
 from core.export.bake import BakeConfig, bake, bake_field
 from core.export.extract import IsoSurfaceConfig
+from core.export.floaters import FloaterConfig, remove_floaters
 from renderers.mesh import TriangleMesh
 
 FORMATS = ("glb", "obj", "ply", "splat")
@@ -52,6 +53,11 @@ class ExportOptions:
     # Decimate extracted meshes to at most this many faces (None: keep all). A 128-node grid
     # gives ~150k faces; unwrapping and baking them takes minutes on a CPU, 50k a fraction.
     target_faces: int | None = 50_000
+    # Gaussians: drop near-transparent ones and clumps away from the object before writing any
+    # format (core.export.floaters). For generated single objects (the distillation pipelines
+    # turn it on); off here, since a reconstructed scene is many separate things.
+    remove_floaters: bool = False
+    floaters: FloaterConfig = field(default_factory=FloaterConfig)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -188,6 +194,8 @@ def export_scene(scene, path: str | Path, fmt: str, options: ExportOptions | Non
     path = Path(path)
     kind = type(scene).__name__
     if isinstance(scene, GaussianScene):
+        if options.remove_floaters:
+            scene = remove_floaters(scene, options.floaters)
         if fmt in ("ply", "splat"):
             return scene.export(path)
         return write_mesh(bake(mesh_of(scene, _iso_config(options)), scene, _bake_config(options)), path, fmt)

@@ -21,6 +21,7 @@ from core.distill.schedules import ScalarSchedule, as_schedule
 from core.errors import UserError
 from core.export.assets import ExportOptions
 from core.export.extract import IsoSurfaceConfig
+from core.pipelines.backgrounds import BackgroundConfig, DistillationBackground
 from core.normal_guidance import normal_guidance_loss
 from core.priors import PriorConfig
 from core.priors.base import Cond
@@ -49,6 +50,8 @@ class StageConfig:
     regularisers: RegulariserConfig = field(default_factory=RegulariserConfig)
     # DreamPolish's normal-guided polish: weight of core.normal_guidance (needs normal_estimator).
     normal_guidance: float | ScalarSchedule = 0.0
+    # What the prior sees behind the object (core/pipelines/backgrounds.py).
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     @property
     def largest_size(self) -> int:
@@ -96,7 +99,8 @@ class DistillationConfig:
     normal_estimator: str = ""
     export: list[Literal["ply", "splat", "glb", "obj"]] = field(default_factory=lambda: ["ply", "glb"])
     export_options: ExportOptions = field(default_factory=lambda: ExportOptions(resolution=96, texture_size=512,
-                                                                                target_faces=20_000))
+                                                                                target_faces=20_000,
+                                                                                remove_floaters=True))
     handoff: IsoSurfaceConfig = field(default_factory=lambda: IsoSurfaceConfig(resolution=64, target_faces=20_000))
     preview_every: int = 50
     checkpoint_every: int = 100
@@ -116,22 +120,31 @@ class DistillationConfig:
 
 
 class CameraBatches:
-    """Random cameras per step at the stage's scheduled resolution (checkpointable). The
-    background is left to each scene (its configured colour, or a learned background)."""
+    """Random cameras per step at the stage's scheduled resolution, with the stage's
+    backgrounds (`background`: None leaves each scene its own). Checkpointable."""
 
-    def __init__(self, stage: StageConfig, seed: int):
+    def __init__(self, stage: StageConfig, seed: int, background: DistillationBackground | None = None):
         self.stage = stage
         self.sampler = RandomCameraSampler(stage.cameras, seed)
+        self.background = background
 
     def __call__(self, step: int) -> Batch:
         progress = (step - 1) / max(1, self.stage.steps - 1)
         size = self.stage.size_at(progress)
-        return Batch(self.sampler(step, size, size))
+        cameras = self.sampler(step, size, size)
+        background = self.background(step, len(cameras)) if self.background is not None else None
+        return Batch(cameras, background)
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        state = self.sampler.state_dict()
+        if self.background is not None:
+            state = {"sampler": state, "background": self.background.state_dict()}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.background is not None:
+            self.background.load_state_dict(state["background"])
+            state = state["sampler"]
         self.sampler.load_state_dict(state)
 
 
@@ -258,14 +271,17 @@ def run_distillation(cfg: DistillationConfig, out_dir: str | Path, prior, condit
     for index, stage_cfg in enumerate(cfg.stages):
         seed_everything(cfg.seed + index)
         scene = build_scene(cfg, stage_cfg.representation, scene, device)
+        background = DistillationBackground(stage_cfg.background, cfg.seed + index).to(device)
         groups = scene.param_groups()
         for group in groups:
             group["lr"] *= stage_cfg.lr_scale
+        groups += background.param_groups()
         optimizer = torch.optim.Adam(groups, eps=1e-15)
         if hasattr(scene, "attach_optimizer"):
             scene.attach_optimizer(optimizer)
         objective = build(stage_cfg.objective, prior)
-        batches = CameraBatches(stage_cfg, cfg.seed + index)
+        batches = CameraBatches(stage_cfg, cfg.seed + index,
+                                background if stage_cfg.background.kind != "scene" else None)
         stage = Stage(stage_cfg.name, scene, stage_cfg.steps, batches,
                       distillation_loss(stage_cfg, scene, objective, condition, normal_estimator, extra_loss),
                       optimizer, stateful={"cameras": batches, "objective": objective},

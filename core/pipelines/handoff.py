@@ -73,9 +73,16 @@ def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, 
                  options=None) -> dict:
     """Write the final scene as `model.<fmt>` for each format it supports and a turntable;
     `options` (core.export.assets.ExportOptions) sizes meshing and baking."""
+    import dataclasses
+
     from core.export.assets import export_scene
+    from core.export.floaters import remove_floaters
     from core.export.video import turntable
 
+    if isinstance(scene, GaussianScene) and options is not None and options.remove_floaters:
+        # once for every format and the turntable
+        scene = remove_floaters(scene, options.floaters)
+        options = dataclasses.replace(options, remove_floaters=False)
     paths: dict[str, Path | None] = {"config": out / "config.yaml"}
     for fmt in formats:
         if fmt == "splat" and not isinstance(scene, GaussianScene):
