@@ -113,6 +113,7 @@ FAST: dict[tuple[str, ...], list[str] | str] = {
     ("generate",): ["--steps", "2", "--out", "{out}", *SMALL],
     ("generate", "--image"): ["--steps", "2", "--out", "{out}", "reference_size=32", *SMALL],
     ("batch",): ["--out", "{out}", "stages.0.steps=2", *SMALL],
+    ("batch", "--ray"): ["--out", "{out}", "stages.0.steps=2", *SMALL],  # a local Ray runtime, shut down after
     ("render",): ["--width", "16", "--height", "16"],
     ("export",): ["--resolution", "16", "--texture-size", "16", "--faces", "500", "--out", "{out}/asset"],
     ("train-prior",): PARSE_ONLY,
