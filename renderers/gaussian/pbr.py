@@ -32,6 +32,7 @@ from renderers.gaussian.rasterize import rasterize
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
 from renderers.shading.deferred import LearnableEnvironment, deferred_shade, display_encode, progressive_blend
 from renderers.shading.environment import EnvironmentLight
+from renderers.shading.tonemap import srgb_encode
 
 PBR_ATTRIBUTES = {"albedo": 3, "roughness": 1, "metallic": 1, "progress": 1}
 
@@ -88,16 +89,6 @@ class PBRGaussianScene(GaussianScene):
             init = _logit(getattr(self.pbr_cfg, f"init_{name}"))
             self.params[name] = nn.Parameter(torch.full((n, channels), init, device=device))
 
-    @classmethod
-    def from_radiance(cls, scene: GaussianScene, pbr: PBRConfig | None = None) -> "PBRGaussianScene":
-        """PBR Gaussians on the geometry and radiance colour of `scene` (attributes at their init values)."""
-        out = cls.from_data(scene.to_data(), scene.cfg)
-        out.pbr_cfg = pbr or PBRConfig()
-        out.environment = LearnableEnvironment(out.pbr_cfg.env_height, out.pbr_cfg.env_init,
-                                               out.pbr_cfg.env_levels, out.pbr_cfg.env_samples)
-        out._add_pbr_params()
-        return out.to(scene.device)
-
     # --- attributes ---------------------------------------------------------------------------
 
     def attribute(self, name: str) -> Tensor:
@@ -106,9 +97,12 @@ class PBRGaussianScene(GaussianScene):
 
     @torch.no_grad()
     def set_attribute(self, name: str, value: Tensor | float) -> None:
-        """Set an attribute from activated values in [0,1] ([N,C] or a scalar)."""
-        value = torch.as_tensor(value, dtype=torch.float32, device=self.device).clamp(1e-4, 1 - 1e-4)
-        self.params[name].copy_(torch.logit(value).expand_as(self.params[name]))
+        """Set an attribute from activated values in [0,1] ([N,C] or a scalar); exact 0 and 1 stay exact
+        (logits -/+1e4, whose sigmoid is 0/1 in float32)."""
+        value = torch.as_tensor(value, dtype=torch.float32, device=self.device).clamp(0, 1)
+        logit = torch.logit(value.clamp(1e-7, 1 - 1e-7))
+        logit = torch.where(value <= 0, -1e4, torch.where(value >= 1, 1e4, logit))
+        self.params[name].copy_(logit.expand_as(self.params[name]))
 
     # --- rendering ----------------------------------------------------------------------------
 
@@ -119,7 +113,8 @@ class PBRGaussianScene(GaussianScene):
         light: shade under this environment instead of the learned one. progress: a constant
         blend weight (else `progress_override`, else the splatted map). extras: "radiance" and
         (unless a == 0) "pbr" [B,H,W,3] display images over the background, "linear" [B,H,W,3]
-        PBR radiance, and the un-premultiplied buffers "albedo"/"base_color" [B,H,W,3],
+        PBR radiance, the un-premultiplied buffers "albedo" [B,H,W,3] (linear; "base_color" is it
+        sRGB-encoded, as glTF textures store it),
         "roughness", "metallic", "progress" [B,H,W,1] (a), "mask" (= alpha), "meta".
         """
         cameras = cameras.to(self.device)
@@ -148,7 +143,7 @@ class PBRGaussianScene(GaussianScene):
 
         constant = progress if progress is not None else self.progress_override
         extras = {"meta": meta, "n_gaussians": len(self), "radiance": radiance, "mask": alpha,
-                  "base_color": buffers["albedo"], **buffers}
+                  "base_color": srgb_encode(buffers["albedo"]), **buffers}
         if constant is not None and float(constant) == 0.0:
             rgb = radiance
             extras["progress"] = torch.zeros_like(alpha)
