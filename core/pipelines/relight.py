@@ -181,8 +181,9 @@ def relight_loss(stage: RelightStageConfig, scene: PBRGaussianScene, progressive
             stats["smoothness"] = smooth.item()
         if "pbr" in out.extras:
             a = out.extras["progress"]
-            stats["progress_mean"] = float((a * out.alpha).sum() / out.alpha.sum().clamp_min(1e-6))
-            stats["pbr_l1"] = float((out.extras["pbr"] - target).abs().mean())
+            with torch.no_grad():
+                stats["progress_mean"] = float((a * out.alpha).sum() / out.alpha.sum().clamp_min(1e-6))
+                stats["pbr_l1"] = float((out.extras["pbr"] - target).abs().mean())
             if progressive and stage.progress_push_weight:
                 explained = torch.exp(-(out.extras["pbr"] - target).abs().mean(-1, keepdim=True)
                                       / stage.progress_push_tau).detach()
