@@ -202,3 +202,26 @@ def test_equirect_mapping_is_blenders():
     v = np.arccos(z) / math.pi
     np.testing.assert_allclose(uv[:, 0] % 1.0, u, atol=1e-5)
     np.testing.assert_allclose(uv[:, 1], v, atol=1e-5)
+
+
+def test_relight_scene_generator_writes_a_blender_folder_with_ground_truth(tmp_path):
+    from core.data.nerf_synthetic import check_blender_folder, load_dataset
+    from core.data.procedural import COLOR_RGB
+    from core.data.relight_scenes import SCENES, write_relight_scene
+
+    root = write_relight_scene(tmp_path / "scene", SCENES["gold_torus"], n_train=3, n_test=2, size=16, env_height=8)
+    assert check_blender_folder(root) == ["train", "test"]
+    for split in ("test_B", "test_C"):
+        assert len(load_dataset(root, split)) == 2
+    for name in ("albedo", "normal", "roughness", "metallic"):
+        assert sorted(p.name for p in (root / "gt" / name).iterdir()) == ["r_000.png", "r_001.png"]
+    gt = np.load(root / "gt.npz")
+    inside = gt["alpha"][..., 0] > 0.999
+    albedo = gt["albedo"][inside]  # linear: the sRGB word colour decoded (IEC 61966-2-1)
+    expected = ((np.array(COLOR_RGB["yellow"]) + 0.055) / 1.055) ** 2.4
+    np.testing.assert_allclose(albedo, np.broadcast_to(expected, albedo.shape), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(gt["normal"][inside], axis=-1), 1.0, atol=1e-4)
+    assert (gt["metallic"][inside] == 1).all() and np.allclose(gt["roughness"][inside], 0.3)
+    # Relighting changes the picture: B and C differ from A on the object.
+    assert np.abs(gt["rgb_B"][inside] - gt["rgb_A"][inside]).mean() > 0.05
+    assert read_envmap(root / "env_B.hdr").shape == (8, 16, 3)
