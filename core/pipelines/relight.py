@@ -11,10 +11,12 @@ renderers/shading/deferred.py). Stages, as the paper orders them:
                 environment, roughness and metallic are distilled; albedo starts from the
                 radiance colour (sRGB-decoded) and is held.
   3. diffuse    albedo joins (environment, roughness, metallic, progress still learn).
-  4. joint      everything, geometry at a reduced rate, plus the progress push
-                L_push = mean_p (1 - a(p)) exp(-|I_pbr(p) - I_gt(p)|_1 / tau), the weight
-                (held constant in the step) being large where the physical model already
-                explains the pixel, so progress moves toward 1 there and only there.
+  4. joint      everything, geometry at a reduced rate.
+
+Stages 2-4 add the progress push L_push = mean_p (1 - a(p)) exp(-|I_pbr(p) - I_gt(p)|_1 / tau),
+the weight (held constant in the step) being large where the physical model already
+explains the pixel, so progress moves toward 1 there and only there, as fast as the
+physical model converges.
 
 Every stage's loss: (1 - l) L1 + l D-SSIM of the blend against the photo (3DGS eq. 7,
 kornia's ssim_loss = (1 - SSIM) / 2), an alpha-mask L1, the environment's white-light
@@ -68,7 +70,7 @@ class RelightStageConfig:
     smoothness_weight: float = 0.0
     normal_weight: float = 0.05         # depth-normal consistency
     progress_push_weight: float = 0.0
-    progress_push_tau: float = 0.05     # L1 error (display units) at which the push weight is 1/e
+    progress_push_tau: float = 0.1      # L1 error (display units) at which the push weight is 1/e
 
     def __post_init__(self) -> None:
         if self.blend not in ("radiance", "map"):
@@ -86,10 +88,11 @@ def _default_stages() -> list[RelightStageConfig]:
     return [
         RelightStageConfig("radiance", 300, "radiance", ["geometry", "radiance"], densify=True),
         RelightStageConfig("specular", 150, "map", pbr, init_albedo_from_radiance=True, white_light_weight=0.05,
-                           smoothness_weight=0.05),
-        RelightStageConfig("diffuse", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05),
+                           smoothness_weight=0.05, progress_push_weight=0.3),
+        RelightStageConfig("diffuse", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05,
+                           progress_push_weight=0.3),
         RelightStageConfig("joint", 150, "map", ["geometry", "radiance", "albedo", *pbr], geometry_lr_scale=0.1,
-                           white_light_weight=0.05, smoothness_weight=0.05, progress_push_weight=0.05),
+                           white_light_weight=0.05, smoothness_weight=0.05, progress_push_weight=0.3),
     ]
 
 
