@@ -45,12 +45,11 @@ def relit_turntable(scene: PBRGaussianScene, envmap: torch.Tensor, out_dir: Path
 
 def export_glb(scene: PBRGaussianScene, path: Path, resolution: int, texture_size: int) -> Path:
     """Gaussians -> mesh -> baked baseColor + metallicRoughness textures (core.export's bake)."""
-    from core.export.assets import ExportOptions, _bake_config, _extract, write_mesh
-    from core.export.bake import bake
+    from core.export.assets import ExportOptions, export_scene
 
-    options = ExportOptions(resolution=resolution, texture_size=texture_size, target_faces=20_000)
-    mesh = bake(_extract(scene, options), scene, _bake_config(options), progress=False)
-    return write_mesh(mesh, path, "glb")
+    options = ExportOptions(resolution=resolution, texture_size=texture_size, target_faces=20_000,
+                            remove_floaters=False)
+    return export_scene(scene, path, "glb", options)
 
 
 def export_relight(scene: PBRGaussianScene, cfg, out: Path) -> dict[str, Path]:
