@@ -1,8 +1,8 @@
-"""The Gradio web app (`scorelift web`): one tab per pipeline (Text to 3D, Image to 3D) and a
-Runs tab, over the same jobs as `scorelift generate`.
+"""The Gradio web app (`scorelift web`): one tab per pipeline (Text to 3D, Image to 3D, Relight)
+and a Runs tab, over the same jobs as `scorelift generate`.
 
 A pipeline tab is built by `_job_tab(gr, spec, ...)` from a `TabSpec` (its subject input and
-how that becomes a `JobRequest`); a new pipeline (Relight, Video to 4D) is one more TabSpec in
+how that becomes a `JobRequest`); a new pipeline (e.g. Video to 4D) is one more TabSpec in
 `PIPELINE_TABS` plus its job kind in app/web_job.py. Each Generate makes a `WebJob` (checked at
 once: a bad input is one `error:` line and no run folder) and puts it in the server's one
 `JobQueue`; the event then streams the job's progress (bar, stage, step, loss, ETA with the
@@ -31,7 +31,8 @@ from app.web_runs import key_metrics, list_runs, read_record, resumable, run_sta
 
 __all__ = ["build_app", "launch", "presets_for", "progress_html"]
 
-DEFAULT_PRESETS = {"text": "text_to_3d/gaussian_sds", "image": "image_to_3d/gaussian_zero123"}
+DEFAULT_PRESETS = {"text": "text_to_3d/gaussian_sds", "image": "image_to_3d/gaussian_zero123",
+                   "relight": "relight/progressive"}
 RUN_COLUMNS = ["run", "state", "kind", "subject", "preset", "when", "files"]
 SPLAT_LABEL = "Gaussian splat (centred copy of model.ply)"
 STATE_COLOURS = {"done": "#15803d", "error": "#b91c1c", "cancelled": "#92400e", "queued": "#1d4ed8",
@@ -40,8 +41,9 @@ STATE_COLOURS = {"done": "#15803d", "error": "#b91c1c", "cancelled": "#92400e", 
 
 @dataclass
 class TabSpec:
-    """A pipeline's tab: `kind` is its JobRequest kind; `subject(gr)` builds its input
-    component; `request_fields(value)` turns that input's raw value into JobRequest fields;
+    """A pipeline's tab: `kind` is its JobRequest kind; `subject(gr, web)` builds its input
+    component(s) (one, or a list); `request_fields(*values)` turns their raw values into
+    JobRequest fields;
     `preprocess` is False when the raw upload must reach our own checks (an image that does
     not decode is our message, not Gradio's bare "Error")."""
 
@@ -59,15 +61,39 @@ def _upload_path(value) -> str | None:
     return value or None
 
 
+def finished_runs(runs_dir: Path) -> list[str]:
+    """Run folders under `runs_dir` that ended with a model (newest first): what Relight's
+    "finished run" choice offers (`scorelift relight --from RUN`)."""
+    return [row["run"] for row in list_runs(runs_dir) if row["state"] == "done" and row["files"]]
+
+
+def _relight_inputs(gr, web):
+    """The Relight tab's subject: a dataset zip or a finished run, and an optional environment map."""
+    data = gr.File(label=f"Blender/NeRF-synthetic dataset as a .zip (transforms_train.json + images, at the top or "
+                         f"in one folder; at most {MAX_UPLOAD.upper()})", file_count="single", type="filepath",
+                   height=120, elem_id="relight-zip")
+    with gr.Row():
+        run = gr.Dropdown(finished_runs(web.runs_dir), value=None, label="…or a finished run to relight (renders it "
+                          "from 48 views)", allow_custom_value=False, elem_id="relight-run", scale=4)
+        refresh = gr.Button("↻", elem_id="relight-run-refresh", scale=0, min_width=40)
+    envmap = gr.File(label="Environment map for the relit turntable (.hdr, .exr or .npy; optional: the learned one)",
+                     file_count="single", type="filepath", height=100, elem_id="relight-envmap")
+    refresh.click(lambda: gr.update(choices=finished_runs(web.runs_dir)), None, run, queue=False)
+    return [data, run, envmap]
+
+
 PIPELINE_TABS = [
     TabSpec("text", "Text to 3D",
-            lambda gr: gr.Textbox(label="Prompt", placeholder="a red cube", lines=1, elem_id="text-subject"),
+            lambda gr, web: gr.Textbox(label="Prompt", placeholder="a red cube", lines=1, elem_id="text-subject"),
             lambda value: {"prompt": value or ""}),
     TabSpec("image", "Image to 3D",
-            lambda gr: gr.Image(label=f"Image: one object, RGBA or on a plain background (at most "
+            lambda gr, web: gr.Image(label=f"Image: one object, RGBA or on a plain background (at most "
                                       f"{MAX_IMAGE_SIDE} px a side, {MAX_UPLOAD.upper()})", type="filepath", image_mode=None,
                                 sources=["upload", "clipboard"], height=256, elem_id="image-subject"),
             lambda value: {"image": _upload_path(value)}, preprocess=False),
+    TabSpec("relight", "Relight", _relight_inputs,
+            lambda data, run, envmap: {"data_zip": _upload_path(data), "from_run": run or "",
+                                       "envmap": _upload_path(envmap)}, preprocess=False),
 ]
 
 
@@ -93,7 +119,8 @@ def _result_values(job: WebJob | None) -> tuple:
     if job is None or job.state != "done":
         return None, None, None, None, None
     outputs = job.snapshot().outputs
-    downloads = [str(p) for key, p in outputs.items() if key.startswith("model_") or key in ("turntable", "config")]
+    downloads = [str(p) for key, p in outputs.items()
+                 if key.startswith("model_") or key in ("turntable", "config", "environment_hdr")]
     splat = (str(outputs["view_splat"]) if "view_splat" in outputs else
              gr.update(value=None, label="Gaussian splat: none, this run ends in a mesh"))
     return (str(outputs["model_glb"]) if "model_glb" in outputs else None, splat,
@@ -148,7 +175,8 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
     kind = spec.kind
     with gr.Row():
         with gr.Column(scale=1):
-            subject = spec.subject(gr)
+            subjects = spec.subject(gr, web)
+            subjects = list(subjects) if isinstance(subjects, (list, tuple)) else [subjects]
             preset = gr.Dropdown(presets_for(kind), value=DEFAULT_PRESETS[kind], label="Preset",
                                  elem_id=f"{kind}-preset")
             with gr.Row():
@@ -166,20 +194,22 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
             preview = gr.Image(label="Latest preview (renders; below: where the prior pushes hardest)",
                                type="filepath", interactive=False, height=300, elem_id=f"{kind}-preview")
     with gr.Row(equal_height=True):
-        mesh = gr.Model3D(label="Mesh (model.glb)", height=360, elem_id=f"{kind}-mesh",
+        mesh = gr.Model3D(label="Mesh with PBR textures (model.glb)" if kind == "relight" else "Mesh (model.glb)", height=360, elem_id=f"{kind}-mesh",
                           clear_color=(1.0, 1.0, 1.0, 1.0))
         splat = gr.Model3D(label=SPLAT_LABEL, height=360,
                            elem_id=f"{kind}-splat")
-        video = gr.Video(label="Turntable (256 px, 3 s)", interactive=False, autoplay=True, loop=True,
+        video = gr.Video(label=("Relit turntable: the environment turns once (256 px, 3 s)" if kind == "relight"
+                                else "Turntable (256 px, 3 s)"), interactive=False, autoplay=True, loop=True,
                          height=360, elem_id=f"{kind}-turntable")
     with gr.Row():
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id=f"{kind}-files")
         metrics = gr.JSON(label="Key metrics", elem_id=f"{kind}-metrics")
     folder = gr.Textbox(label="Run folder", interactive=False, elem_id=f"{kind}-folder")
 
-    def start(subject_value, preset_value, seed_value, steps_value, overrides_value, request: gr.Request):
+    def start(request: gr.Request, *values):
+        *subject_values, preset_value, seed_value, steps_value, overrides_value = values
         job = web.submit(kind, _session(request), preset=preset_value or "", seed=seed_value, steps=steps_value,
-                         overrides=overrides_value or "", **spec.request_fields(subject_value))
+                         overrides=overrides_value or "", **spec.request_fields(*subject_values))
         yield from web.follow(job)
 
     def results(request: gr.Request):
@@ -190,7 +220,7 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
 
     result_outputs = [mesh, splat, video, files, metrics]
     (generate.click(clear, None, result_outputs, queue=False)
-     .then(start, [subject, preset, seed, steps, overrides], [progress, preview, folder],
+     .then(start, [*subjects, preset, seed, steps, overrides], [progress, preview, folder],
            preprocess=spec.preprocess, concurrency_limit=None, show_progress="hidden",
            api_name=f"{kind}_to_3d")
      .then(results, None, result_outputs, show_progress="hidden"))

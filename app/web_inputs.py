@@ -25,10 +25,10 @@ MAX_UPLOAD = "25mb"
 
 
 def presets_for(kind: str) -> list[str]:
-    """Shipped presets of a job kind ('text' or 'image'), CPU presets first, then gpu/ ones."""
+    """Shipped presets of a job kind ('text', 'image' or 'relight'), CPU presets first, then gpu/ ones."""
     from core.config import list_presets
 
-    folder = {"text": "text_to_3d/", "image": "image_to_3d/"}[kind]
+    folder = {"text": "text_to_3d/", "image": "image_to_3d/", "relight": "relight/"}[kind]
     names = list_presets()
     return [n for n in names if n.startswith(folder)] + [n for n in names if n.startswith("gpu/" + folder)]
 

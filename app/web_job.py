@@ -62,6 +62,9 @@ class JobRequest:
     steps: float | int | str | None = None
     overrides: str = ""
     resume: str = ""
+    data_zip: str | None = None    # relight: the uploaded dataset .zip, or
+    from_run: str = ""             # relight: a run folder's name under the runs folder
+    envmap: str | None = None      # relight: an uploaded environment map (.hdr/.exr/.npy), optional
 
 
 @dataclass
@@ -88,9 +91,9 @@ def ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-def new_run_folder(runs_dir: Path, name: str) -> Path:
-    """runs_dir/generate-<slug>-<time>[-n], created empty here so no other job can take it."""
-    base = runs_dir / run_folder_name("generate", name).name
+def new_run_folder(runs_dir: Path, name: str, command: str = "generate") -> Path:
+    """runs_dir/<command>-<slug>-<time>[-n], created empty here so no other job can take it."""
+    base = runs_dir / run_folder_name(command, name).name
     with _FOLDER_LOCK:
         folder, n = base, 1
         while folder.exists():
@@ -137,7 +140,7 @@ class WebJob:
         self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
         self._training_end: float | None = None
         self._record: dict = {}
-        self.cfg = self._job = self._image = None
+        self.cfg = self._job = self._image = self._relight = None
         self.name = ""
         try:
             self._prepare(list(base_overrides))
@@ -168,6 +171,8 @@ class WebJob:
         with self._changed:
             if self._state == "queued":
                 self._state, self._message = "cancelled", "cancelled before it started; nothing was written"
+                if self._relight is not None:
+                    self._relight.discard()  # the zip's temporary extraction
         self._notify()
 
     def set_position(self, position: int) -> None:
@@ -268,13 +273,21 @@ class WebJob:
         if r.kind == "resume":
             self._prepare_resume()
             return
-        if r.kind not in ("text", "image"):
-            raise UserError(f"unknown job kind '{r.kind}': use 'text', 'image' or 'resume'")
+        if r.kind not in ("text", "image", "relight"):
+            raise UserError(f"unknown job kind '{r.kind}': use 'text', 'image', 'relight' or 'resume'")
         if r.preset not in presets_for(r.kind):
             raise UserError(f"no preset '{r.preset}' for this tab; pick one of {', '.join(presets_for(r.kind))}")
         overrides = [*WEB_DEFAULTS, *base_overrides, *parse_overrides(r.overrides)]
         seed = whole_number(r.seed, "the seed", 0)
         steps = whole_number(r.steps, "steps per stage", 1)
+        if r.kind == "relight":
+            from app.web_relight import prepare_relight
+
+            self.cfg, self.name, self._relight = prepare_relight(
+                r.data_zip, r.from_run, r.envmap, r.preset, overrides, seed, steps, self.runs_dir, self.upload_root)
+            self._job = self._relight.job
+            self._record = new_record("relight", r.preset, image=Path(r.data_zip).name if r.data_zip else r.from_run)
+            return
         if r.kind == "text":
             prompt = (r.prompt or "").strip()
             if not prompt:
@@ -313,6 +326,18 @@ class WebJob:
             raise UserError(f"run {name} cannot be resumed: only a stopped or cancelled run with checkpoints "
                             "and a config.yaml can")
         record = read_record(folder) or {}
+        if record.get("kind") == "relight" or (folder / "model_pbr.ply").is_file() or (folder / "data").is_dir():
+            from app.web_relight import RelightSource
+            from core.pipelines.relight import RelightConfig
+
+            self.cfg = load_job_config(RelightConfig, str(folder / "config.yaml"), [])
+            self._relight = RelightSource()  # the data (and any uploaded map) are in the run folder already
+            self._job = self._relight.job
+            self.run_folder, self.name = folder, name
+            kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
+            self._record = {**new_record("relight", record.get("preset", "")), **kept,
+                            "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+            return
         import yaml
 
         is_image = record.get("kind") == "image" or "image" in (yaml.safe_load((folder / "config.yaml").read_text())
@@ -326,7 +351,7 @@ class WebJob:
 
     def _open_folder(self) -> None:
         if self.run_folder is None:
-            self.run_folder = new_run_folder(self.runs_dir, self.name)
+            self.run_folder = new_run_folder(self.runs_dir, self.name, "relight" if self._relight else "generate")
             if self._image is not None:
                 # The upload lives in Gradio's cache; the run keeps its own copy so config.yaml stays true.
                 self.cfg.image = str(self._image.save(self.run_folder / "input.png"))
@@ -342,7 +367,7 @@ class WebJob:
         turntable = outputs.get("turntable")
         if turntable is not None:
             retime_turntable(turntable, WEB_TURNTABLE_FPS)
-        view = write_view_splat(self.run_folder)
+        view = write_view_splat(self.run_folder, source="model_pbr.ply" if self._relight else "model.ply")
         if view is not None:
             outputs["view_splat"] = view
         self._outputs = outputs

@@ -45,7 +45,8 @@ def has_checkpoint(folder: Path) -> bool:
 
 
 def model_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("model.*") if p.is_file())
+    """model.* and a relight run's model_pbr.ply."""
+    return sorted(p for p in [*folder.glob("model.*"), folder / "model_pbr.ply"] if p.is_file())
 
 
 def run_state(folder: Path, record: dict | None = None) -> str:
@@ -113,7 +114,7 @@ def key_metrics(folder: Path, record: dict | None = None) -> dict:
     for key in ("train_s", "export_s", "total_s"):
         if record and record.get(key) is not None:
             metrics[key.replace("_s", " time (s)")] = round(float(record[key]), 1)
-    ply = folder / "model.ply"
+    ply = folder / "model.ply" if (folder / "model.ply").is_file() else folder / "model_pbr.ply"
     if ply.is_file():
         try:
             from renderers.gaussian.ply import load_gaussians
@@ -134,7 +135,7 @@ def key_metrics(folder: Path, record: dict | None = None) -> dict:
     return metrics
 
 
-def write_view_splat(folder: Path, radius: float = 0.55) -> Path | None:
+def write_view_splat(folder: Path, radius: float = 0.55, source: str = "model.ply") -> Path | None:
     """A copy of the run's Gaussians (model.ply) for the page's splat viewer, or None when
     the run's model is not Gaussians.
 
@@ -145,7 +146,7 @@ def write_view_splat(folder: Path, radius: float = 0.55) -> Path | None:
     scaled so 95% of that weight lies within `radius` of the origin, each Gaussian counted out
     to its centre's distance plus two of its largest standard deviations.
     """
-    ply = folder / "model.ply"
+    ply = folder / source  # model.ply, or a relight run's model_pbr.ply (standard fields first)
     if not ply.is_file():
         return None
     import torch
