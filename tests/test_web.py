@@ -40,11 +40,12 @@ def test_build_app_constructs_without_launching(tmp_path):
     app = build_app(tmp_path)
     assert isinstance(app, gr.Blocks)
     kinds = [type(block).__name__ for block in app.blocks.values()]
-    assert kinds.count("Model3D") == 4 and {"Video", "File", "Image", "Dropdown", "Dataframe", "HTML"} <= set(kinds)
+    assert kinds.count("Model3D") == 6 and {"Video", "File", "Image", "Dropdown", "Dataframe", "HTML"} <= set(kinds)
     numbers = [b for b in app.blocks.values() if type(b).__name__ == "Number"]
     assert not numbers  # seed/steps are text boxes: empty means the preset's, never a red "0"
     assert "text_to_3d/gaussian_sds" in presets_for("text") and "gpu/text_to_3d/polish" in presets_for("text")
     assert presets_for("image")[0] == "image_to_3d/gaussian_zero123"
+    assert presets_for("relight") == ["relight/pbr_only", "relight/progressive"]
     assert not list(tmp_path.iterdir())  # building the page writes nothing
 
 
@@ -216,3 +217,132 @@ def test_web_command_launches_with_options(monkeypatch, tmp_path):
     assert main(["web", "--port", "7870", "--host", "0.0.0.0", "--runs", str(tmp_path), "steps=2"]) == 0
     assert calls == [(("0.0.0.0", 7870, False, tmp_path), {"job_overrides": ["steps=2"]})]
     assert main(["web", "--port", "0"]) == 2
+
+
+# --- the Relight tab's job ------------------------------------------------------------------------
+
+RELIGHT_TINY = ["stages.0.steps=3", "stages.1.steps=2", "stages.2.steps=2", "stages.3.steps=2", "turntable_frames=2",
+                "turntable_size=16", "glb_resolution=16", "glb_texture_size=32", "preview_every=2",
+                "checkpoint_every=2", "renderer.gaussian.num_points=200", "renderer.pbr.env_height=8"]
+
+
+def blender_zip(path, top="scene", n_views=4, size=16, breakage=None):
+    """A tiny Blender dataset (tests/test_relight.py's procedural views) zipped under `top`/
+    (top="" puts it at the zip's root); `breakage` drops an image or the transforms file."""
+    import zipfile
+
+    from core.data.views import procedural_object, write_procedural_views
+
+    root = path.parent / f"{path.stem}-src"
+    write_procedural_views(root, procedural_object("cube", "red", "shiny"), n_views=n_views, size=size)
+    if breakage == "missing image":
+        (root / "train" / "r_001.png").unlink()
+    elif breakage == "no transforms":
+        (root / "transforms_train.json").unlink()
+    with zipfile.ZipFile(path, "w") as zf:
+        for file in sorted(root.rglob("*")):
+            if file.is_file():
+                zf.write(file, f"{top}/{file.relative_to(root)}" if top else str(file.relative_to(root)))
+    return str(path)
+
+
+def relight_temp_folders():
+    import tempfile
+    from pathlib import Path
+
+    return set(Path(tempfile.gettempdir()).glob("scorelift-relight-*"))
+
+
+def test_relight_job_from_a_zip_with_an_environment_map(tmp_path):
+    """A zipped Blender folder through the queue: every relight output, the PBR glb's textures,
+    and the turntable shown is the one under the uploaded (orange) map, not the learned one."""
+    import imageio.v3 as iio
+    import trimesh
+
+    from renderers.shading.envmap_files import read_envmap
+
+    before = relight_temp_folders()
+    data = blender_zip(tmp_path / "cube.zip")
+    envmap = tmp_path / "orange.npy"
+    np.save(envmap, np.ones((8, 16, 3), np.float32) * np.array([1.0, 0.5, 0.1], np.float32))
+    runs = tmp_path / "runs"
+    queue = JobQueue(runs)
+    job = queue.submit(WebJob(JobRequest("relight", "relight/progressive", data_zip=data, envmap=str(envmap)),
+                              runs, RELIGHT_TINY))
+    updates = list(job.updates(every=0.05, min_gap=0))
+    final = updates[-1]
+    assert final.state == "done", final.status
+    assert any("stage 'specular'" in u.status for u in updates[:-1])
+    folder = final.run_folder
+    assert folder.name.startswith("relight-cube-") and (folder / "data" / "transforms_train.json").is_file()
+    assert relight_temp_folders() == before  # the extraction moved into the run folder
+    assert {"model_pbr", "model_glb", "environment_hdr", "turntable", "turntable_learned", "view_splat"} <= set(
+        final.outputs)
+    assert (folder / "environment.hdr").read_bytes().startswith(b"#?RADIANCE")  # a genuine RGBE file
+    assert read_envmap(folder / "environment.hdr").shape == (8, 16, 3)
+    material = trimesh.load(final.outputs["model_glb"], force="mesh").visual.material
+    assert material.baseColorTexture is not None and material.metallicRoughnessTexture is not None
+    # Orange light: blue/red of each frame lower than under the learned (white-prior) environment.
+    shown = iio.imread(folder / "turntable_envmap" / "frame_0000.png").astype(float)
+    learned = iio.imread(folder / "turntable" / "frame_0000.png").astype(float)
+    assert final.outputs["turntable"].parent.name == "turntable_envmap"
+    covered = learned.min(-1) < 250  # the object's pixels (the background is white under any light)
+    assert covered.sum() >= 5
+    ratio = [frame[covered][:, 2].mean() / frame[covered][:, 0].mean() for frame in (shown, learned)]
+    assert ratio[0] < ratio[1] - 0.02, ratio
+    record = read_record(folder)
+    assert record["kind"] == "relight" and record["image"] == "cube.zip"
+    metrics = __import__("app.web_runs", fromlist=["key_metrics"]).key_metrics(folder)
+    assert set(metrics["stages"]) == {"radiance", "specular", "diffuse", "joint"} and metrics["gaussians"] > 0
+    assert "model_pbr.ply" in metrics["files"]
+
+
+def _zip_with(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return str(path)
+
+
+def test_wrong_zips_and_maps_are_one_line_and_no_run(tmp_path, monkeypatch):
+    import app.web_relight as web_relight
+
+    before = relight_temp_folders()
+    text = tmp_path / "notes.zip"
+    text.write_text("not a zip")
+    bad_map = tmp_path / "flat.npy"
+    np.save(bad_map, np.zeros((4, 4), np.float32))
+    good = blender_zip(tmp_path / "good.zip", top="")
+    cases = [
+        ({"data_zip": str(text)}, "not a zip file"),
+        ({"data_zip": blender_zip(tmp_path / "nojson.zip", breakage="no transforms")}, "no transforms_train.json"),
+        ({"data_zip": blender_zip(tmp_path / "hole.zip", breakage="missing image")}, "r_001"),
+        ({"data_zip": _zip_with(tmp_path / "up.zip", {"../evil.txt": "x"})}, "outside the zip"),
+        ({"data_zip": _zip_with(tmp_path / "abs.zip", {"/etc/evil.txt": "x"})}, "outside the zip"),
+        ({}, "neither"),
+        ({"data_zip": good, "from_run": "some-run"}, "both"),
+        ({"from_run": "missing-run"}, "no run 'missing-run'"),
+        ({"data_zip": good, "envmap": str(bad_map)}, "flat.npy"),
+        ({"data_zip": good, "envmap": str(tmp_path / "sky.png")}, "unknown environment map type"),
+    ]
+    runs = tmp_path / "runs"
+    for fields, message in cases:
+        update = WebJob(JobRequest("relight", "relight/progressive", **fields), runs, RELIGHT_TINY).snapshot()
+        assert update.state == "error" and update.status.startswith("error: ") and message in update.status, \
+            (message, update.status)
+        assert "\n" not in update.status and "scorelift-relight-" not in update.status
+    monkeypatch.setattr(web_relight, "MAX_ZIP_BYTES", 100)
+    update = WebJob(JobRequest("relight", "relight/progressive", data_zip=good), runs, RELIGHT_TINY).snapshot()
+    assert update.state == "error" and "at most 0 MiB" in update.status, update.status
+    assert not runs.exists() and relight_temp_folders() == before
+
+
+def test_relight_queued_cancel_removes_the_extraction(tmp_path):
+    before = relight_temp_folders()
+    job = WebJob(JobRequest("relight", "relight/progressive", data_zip=blender_zip(tmp_path / "c.zip")), tmp_path / "r",
+                 RELIGHT_TINY)
+    assert job.state == "queued" and len(relight_temp_folders() - before) == 1
+    job.cancel()
+    assert job.state == "cancelled" and relight_temp_folders() == before and not (tmp_path / "r").exists()
