@@ -13,6 +13,7 @@ from app.web_job import JobRequest, WebJob
 from app.web_queue import JobQueue
 from app.web_inputs import parse_overrides, whole_number
 from app.web_runs import RECORD, list_runs, read_record, resumable, run_state, write_record, write_view_splat
+from tests.blender_zip import blender_zip
 
 SMALL = ["turntable_frames=2", "turntable_size=16", "export=[ply,glb]", "preview_every=1",
          "export_options.resolution=24", "export_options.texture_size=32", "checkpoint_every=1"]
@@ -224,26 +225,6 @@ def test_web_command_launches_with_options(monkeypatch, tmp_path):
 RELIGHT_TINY = ["stages.0.steps=3", "stages.1.steps=2", "stages.2.steps=2", "stages.3.steps=2", "turntable_frames=2",
                 "turntable_size=16", "glb_resolution=16", "glb_texture_size=32", "preview_every=2",
                 "checkpoint_every=2", "renderer.gaussian.num_points=200", "renderer.pbr.env_height=8"]
-
-
-def blender_zip(path, top="scene", n_views=4, size=16, breakage=None):
-    """A tiny Blender dataset (tests/test_relight.py's procedural views) zipped under `top`/
-    (top="" puts it at the zip's root); `breakage` drops an image or the transforms file."""
-    import zipfile
-
-    from core.data.views import procedural_object, write_procedural_views
-
-    root = path.parent / f"{path.stem}-src"
-    write_procedural_views(root, procedural_object("cube", "red", "shiny"), n_views=n_views, size=size)
-    if breakage == "missing image":
-        (root / "train" / "r_001.png").unlink()
-    elif breakage == "no transforms":
-        (root / "transforms_train.json").unlink()
-    with zipfile.ZipFile(path, "w") as zf:
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                zf.write(file, f"{top}/{file.relative_to(root)}" if top else str(file.relative_to(root)))
-    return str(path)
 
 
 def relight_temp_folders():

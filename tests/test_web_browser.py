@@ -19,9 +19,11 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless=new", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-COMMON = ["turntable_frames=6", "turntable_size=64", "export_options.resolution=24",
-          "export_options.texture_size=32", "preview_every=1", "checkpoint_every=1"]
-TINY = {"*": COMMON, "text": ["stages.0.steps=6"], "image": ["stages.0.steps=2", "stages.1.steps=1"]}
+COMMON = ["turntable_frames=6", "turntable_size=64", "preview_every=1", "checkpoint_every=1"]
+EXPORT = ["export_options.resolution=24", "export_options.texture_size=32"]
+TINY = {"*": COMMON, "text": ["stages.0.steps=6", *EXPORT], "image": ["stages.0.steps=2", "stages.1.steps=1", *EXPORT],
+        "relight": ["stages.0.steps=4", "stages.1.steps=2", "stages.2.steps=2", "stages.3.steps=2", "glb_resolution=24",
+                    "glb_texture_size=32", "renderer.gaussian.num_points=300", "renderer.pbr.env_height=8"]}
 FINAL = ("done", "error", "cancelled")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -280,6 +282,41 @@ def test_an_rgb_picture_on_white_becomes_a_model(page, server, artefacts, tmp_pa
     fraction = wait_drawn(page, "#image-mesh")
     page.screenshot(path=artefacts / "09_image_done.png", full_page=True)
     assert fraction >= 0.01
+
+
+def test_relight_a_zipped_dataset_under_an_uploaded_map(page, server, artefacts, tmp_path):
+    from tests.blender_zip import blender_zip
+
+    data = blender_zip(tmp_path / "red-cube.zip", size=24)
+    envmap = tmp_path / "sky.npy"
+    np.save(envmap, np.ones((8, 16, 3), np.float32) * np.array([0.4, 0.6, 1.0], np.float32))
+    page.click("button[role=tab]:has-text('Relight')")
+    page.set_input_files("#relight-zip input[type=file]", data)
+    page.set_input_files("#relight-envmap input[type=file]", str(envmap))
+    for box, stem in (("relight-zip", "red-cube"), ("relight-envmap", "sky")):  # shown once uploaded
+        page.wait_for_function(f"document.querySelector('#{box}').innerText.includes('{stem}\\n')")
+    page.click("#relight-generate")
+    seen = []
+    assert wait_state(page, FINAL, kind="relight", seen=seen) == "done", status(page, "relight")
+    assert any("stage 'diffuse'" in text for _, _, text in seen), seen
+    fraction = wait_drawn(page, "#relight-mesh")
+    page.screenshot(path=artefacts / "12_relight_done.png", full_page=True)
+    assert fraction >= 0.01, f"the PBR mesh viewer drew {fraction:.2%} of its canvas"
+    assert page.locator("#relight-turntable video").count() == 1
+    assert "gaussians" in page.inner_text("#relight-metrics")
+    folder = Path(page.input_value("#relight-folder :is(textarea,input)"))
+    assert folder.parent == server["runs"] and folder.name.startswith("relight-red-cube-")
+    links = page.locator("#relight-files a[download]")
+    names = {}
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href")
+        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    for name in ("model_pbr.ply", "environment.hdr", "model.glb"):
+        assert names.get(name) == (folder / name).read_bytes(), f"download of {name} differs from the run's file"
+    # the turntable shown is the one under the uploaded map
+    shown = page.request.get(page.locator("#relight-turntable video").get_attribute("src")).body()
+    assert shown == (folder / "turntable_envmap" / "turntable.mp4").read_bytes()
+    assert shown != (folder / "turntable" / "turntable.mp4").read_bytes()  # not the learned environment's
 
 
 # The table's text has one cell per line; a run's state is the line after its name.
