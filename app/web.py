@@ -34,6 +34,7 @@ __all__ = ["build_app", "launch", "presets_for", "progress_html"]
 DEFAULT_PRESETS = {"text": "text_to_3d/gaussian_sds", "image": "image_to_3d/gaussian_zero123",
                    "relight": "relight/progressive"}
 RUN_COLUMNS = ["run", "state", "kind", "subject", "preset", "when", "files"]
+SPLAT_LABELS = {"relight": "Gaussian splat (centred copy of model_pbr.ply's radiance colours)"}
 SPLAT_LABEL = "Gaussian splat (centred copy of model.ply)"
 STATE_COLOURS = {"done": "#15803d", "error": "#b91c1c", "cancelled": "#92400e", "queued": "#1d4ed8",
                  "running": "#1d4ed8"}
@@ -191,12 +192,14 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{kind}-cancel")
         with gr.Column(scale=1):
             progress = gr.HTML(progress_html(None), elem_id=f"{kind}-progress")
-            preview = gr.Image(label="Latest preview (renders; below: where the prior pushes hardest)",
+            preview = gr.Image(label="Latest preview (renders of the views being fitted)" if kind == "relight" else
+                               "Latest preview (renders; below: where the prior pushes hardest)",
                                type="filepath", interactive=False, height=300, elem_id=f"{kind}-preview")
     with gr.Row(equal_height=True):
         mesh = gr.Model3D(label="Mesh with PBR textures (model.glb)" if kind == "relight" else "Mesh (model.glb)", height=360, elem_id=f"{kind}-mesh",
                           clear_color=(1.0, 1.0, 1.0, 1.0))
-        splat = gr.Model3D(label=SPLAT_LABEL, height=360,
+        splat_label = SPLAT_LABELS.get(kind, SPLAT_LABEL)
+        splat = gr.Model3D(label=splat_label, height=360,
                            elem_id=f"{kind}-splat")
         video = gr.Video(label=("Relit turntable: the environment turns once (256 px, 3 s)" if kind == "relight"
                                 else "Turntable (256 px, 3 s)"), interactive=False, autoplay=True, loop=True,
@@ -216,7 +219,7 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
         return _result_values(web.jobs.get((_session(request), kind)))
 
     def clear():
-        return None, gr.update(value=None, label=SPLAT_LABEL), None, None, None
+        return None, gr.update(value=None, label=splat_label), None, None, None
 
     result_outputs = [mesh, splat, video, files, metrics]
     (generate.click(clear, None, result_outputs, queue=False)
