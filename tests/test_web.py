@@ -276,6 +276,14 @@ def test_relight_job_from_a_zip_with_an_environment_map(tmp_path):
     metrics = __import__("app.web_runs", fromlist=["key_metrics"]).key_metrics(folder)
     assert set(metrics["stages"]) == {"radiance", "specular", "diffuse", "joint"} and metrics["gaussians"] > 0
     assert "model_pbr.ply" in metrics["files"]
+    # Left "running" by a server that died: resumable from its checkpoints, data and map inside the run.
+    write_record(folder, {**record, "state": "running", "server": "a-server-that-died"})
+    (folder / "turntable_envmap" / "turntable.mp4").unlink()
+    assert run_state(folder) == "stopped" and resumable(folder)
+    resumed = queue.submit(WebJob(JobRequest("resume", resume=folder.name), runs))
+    assert resumed.join(120) and resumed.state == "done", resumed.snapshot().status
+    assert resumed.snapshot().outputs["turntable"] == folder / "turntable_envmap" / "turntable.mp4"
+    assert read_record(folder)["kind"] == "relight" and run_state(folder) == "done"
 
 
 def _zip_with(path, members):
