@@ -38,6 +38,8 @@ MAX_ZIP_MEMBERS = 20_000
 # as `scorelift render --envmap` does (core/export/passes.environment_light).
 ENVMAP_HEIGHT = 64
 SKIPPED_TOP = ("__MACOSX",)
+# A finished run is rendered from this many views at this size (`scorelift relight --from`'s defaults).
+FROM_RUN_VIEWS, FROM_RUN_SIZE = 48, 128
 
 
 def _upload_name(path: Path) -> str:
@@ -218,6 +220,7 @@ def prepare_relight(data_zip, from_run, envmap, preset: str, overrides: list[str
             except (FileNotFoundError, AssetError) as e:
                 raise UserError(f"run {folder.name} has no model to relight: {e}") from None
             source.from_run, data, name = folder, folder, folder.name
+            source.views, source.size = FROM_RUN_VIEWS, FROM_RUN_SIZE
         cfg = load_job_config(RelightConfig, preset, [*overrides, f"data={data}"])
         if steps is not None:
             for stage in cfg.stages:

@@ -335,3 +335,24 @@ def test_relight_queued_cancel_removes_the_extraction(tmp_path):
     assert job.state == "queued" and len(relight_temp_folders() - before) == 1
     job.cancel()
     assert job.state == "cancelled" and relight_temp_folders() == before and not (tmp_path / "r").exists()
+
+
+def test_relight_a_finished_run_of_the_runs_folder(tmp_path, monkeypatch):
+    """The `--from RUN` path: a run folder holding Gaussians is rendered into views/ and relit."""
+    import app.web_relight as web_relight
+    from app.web import finished_runs
+    from renderers.gaussian import GaussianConfig, GaussianScene
+
+    monkeypatch.setattr(web_relight, "FROM_RUN_VIEWS", 6)
+    monkeypatch.setattr(web_relight, "FROM_RUN_SIZE", 16)
+    runs = tmp_path / "runs"
+    source = runs / "generate-a-ball"
+    source.mkdir(parents=True)
+    GaussianScene(GaussianConfig(num_points=300, init_radius=0.4, init_opacity=0.5)).export(source / "model.ply")
+    assert finished_runs(runs) == ["generate-a-ball"]
+    job = JobQueue(runs).submit(WebJob(JobRequest("relight", "relight/pbr_only", from_run="generate-a-ball"), runs,
+                                       [*RELIGHT_TINY, "export_glb=false", "turntable_frames=0"]))
+    assert job.join(120) and job.state == "done", job.snapshot().status
+    folder = job.run_folder
+    assert folder.name.startswith("relight-generate-a-ball-") and len(list((folder / "views" / "train").iterdir())) == 6
+    assert (folder / "model_pbr.ply").is_file() and read_record(folder)["image"] == "generate-a-ball"
