@@ -196,7 +196,8 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
                                "Latest preview (renders; below: where the prior pushes hardest)",
                                type="filepath", interactive=False, height=300, elem_id=f"{kind}-preview")
     with gr.Row(equal_height=True):
-        mesh = gr.Model3D(label="Mesh with PBR textures (model.glb)" if kind == "relight" else "Mesh (model.glb)", height=360, elem_id=f"{kind}-mesh",
+        mesh = gr.Model3D(label="Mesh with PBR textures (model.glb)" if kind == "relight" else "Mesh (model.glb)",
+                          height=360, elem_id=f"{kind}-mesh",
                           clear_color=(1.0, 1.0, 1.0, 1.0))
         splat_label = SPLAT_LABELS.get(kind, SPLAT_LABEL)
         splat = gr.Model3D(label=splat_label, height=360,
