@@ -295,6 +295,16 @@ def _zip_with(path, members):
     return str(path)
 
 
+def symlink_zip(path):
+    import zipfile
+
+    link = zipfile.ZipInfo("scene/transforms_train.json")
+    link.external_attr = 0o120777 << 16  # a symbolic link (to /etc/passwd)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(link, "/etc/passwd")
+    return str(path)
+
+
 def test_wrong_zips_and_maps_are_one_line_and_no_run(tmp_path, monkeypatch):
     import app.web_relight as web_relight
 
@@ -310,6 +320,7 @@ def test_wrong_zips_and_maps_are_one_line_and_no_run(tmp_path, monkeypatch):
         ({"data_zip": blender_zip(tmp_path / "hole.zip", breakage="missing image")}, "r_001"),
         ({"data_zip": _zip_with(tmp_path / "up.zip", {"../evil.txt": "x"})}, "outside the zip"),
         ({"data_zip": _zip_with(tmp_path / "abs.zip", {"/etc/evil.txt": "x"})}, "outside the zip"),
+        ({"data_zip": symlink_zip(tmp_path / "link.zip")}, "symbolic link"),
         ({}, "neither"),
         ({"data_zip": good, "from_run": "some-run"}, "both"),
         ({"from_run": "missing-run"}, "no run 'missing-run'"),
@@ -330,8 +341,8 @@ def test_wrong_zips_and_maps_are_one_line_and_no_run(tmp_path, monkeypatch):
 
 def test_relight_queued_cancel_removes_the_extraction(tmp_path):
     before = relight_temp_folders()
-    job = WebJob(JobRequest("relight", "relight/progressive", data_zip=blender_zip(tmp_path / "c.zip")), tmp_path / "r",
-                 RELIGHT_TINY)
+    flat = blender_zip(tmp_path / "c.zip", top="")  # the dataset at the zip's top, no folder
+    job = WebJob(JobRequest("relight", "relight/progressive", data_zip=flat), tmp_path / "r", RELIGHT_TINY)
     assert job.state == "queued" and len(relight_temp_folders() - before) == 1
     job.cancel()
     assert job.state == "cancelled" and relight_temp_folders() == before and not (tmp_path / "r").exists()
