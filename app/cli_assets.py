@@ -35,6 +35,11 @@ def add_render_command(subparsers) -> None:
     p.add_argument("--fps", type=float, default=24.0, help="turntable video frame rate (default 24)")
     p.add_argument("--chunk", type=positive_int, default=4, help="cameras rendered per batch (default 4)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    # Relight runs (model_pbr.ply): app/cli_relight.py renders them, with these two options.
+    p.add_argument("--passes", default=None, metavar="P1,P2",
+                   help="relight run only: write DIR/<pass>/<name>.png for rgb,albedo,roughness,metallic,normal,progress")
+    p.add_argument("--envmap", type=Path, default=None, metavar="ENV",
+                   help="relight run only: light with this .hdr/.exr/.npy equirect map (default: the learned one)")
     p.set_defaults(func=run_render)
 
 
@@ -60,6 +65,10 @@ def run_render(args: argparse.Namespace) -> int:
         raise CLIError(f"--radius must be positive, got {args.radius}")
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} is a file; give a folder")
+    if args.passes or args.envmap or (args.scene / "model_pbr.ply").is_file():
+        from app.cli_relight import run_render_passes
+
+        return run_render_passes(args)
     device = pick_device(args.device)
     scene = load_scene(args.scene)  # missing, unreadable or unknown files: UserError
     scene.to(device).eval()

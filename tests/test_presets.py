@@ -49,7 +49,17 @@ def run_image_to_3d_preset(name, tmp_path, tiny_zero123, overrides=()):
                  "preview_every=1", "checkpoint_every=1", *overrides])
 
 
-RUNNERS = {"reconstruct": run_reconstruct_preset, "text_to_3d": run_text_to_3d_preset,
+def run_relight_preset(name, tmp_path, overrides=()):
+    from core.config import read_yaml, resolve_preset
+
+    write_procedural_views(tmp_path / "views", procedural_object("cube", "red"), n_views=4, size=16)
+    stages = [f"stages.{i}.steps=2" for i, _ in enumerate(read_yaml(resolve_preset(name))["stages"])]
+    return main(["relight", "--data", str(tmp_path / "views"), "--config", name, "--out", str(tmp_path / "run"),
+                 *stages, "turntable_frames=1", "turntable_size=16", "export_glb=false", "preview_every=1",
+                 "checkpoint_every=1", "renderer.gaussian.num_points=200", *overrides])
+
+
+RUNNERS = {"reconstruct": run_reconstruct_preset, "relight": run_relight_preset, "text_to_3d": run_text_to_3d_preset,
            "image_to_3d": run_image_to_3d_preset}
 PRIORS = {"text_to_3d": "tiny_prior", "image_to_3d": "tiny_zero123"}
 

@@ -246,10 +246,10 @@ def test_equirect_direction_round_trip_and_orientation():
     uv = direction_to_equirect_uv(d)
     assert uv.min() >= 0 and uv.max() <= 1
     torch.testing.assert_close(equirect_uv_to_direction(uv), d, atol=1e-5, rtol=0)
-    uv = direction_to_equirect_uv(torch.tensor([[-1.0, 0, 0], [0, 0, 1.0], [0, 0, -1.0], [0, -1.0, 0]]))
-    torch.testing.assert_close(uv[0], torch.tensor([0.5, 0.5]))  # -X is the panorama centre
+    uv = direction_to_equirect_uv(torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 0, -1.0], [0, -1.0, 0]]))
+    torch.testing.assert_close(uv[0], torch.tensor([0.5, 0.5]))  # +X is the panorama centre (Blender)
     assert uv[1, 1] == 0 and uv[2, 1] == 1  # zenith on the top row, nadir on the bottom
-    torch.testing.assert_close(uv[3], torch.tensor([0.25, 0.5]))  # turning clockwise seen from above moves right
+    torch.testing.assert_close(uv[3], torch.tensor([0.75, 0.5]))  # turning clockwise seen from above moves right
 
 
 def test_cubemap_face_layout_and_equirect_consistency():

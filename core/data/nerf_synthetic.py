@@ -78,3 +78,70 @@ def load_dataset(
         alps = F.interpolate(alps.permute(0, 3, 1, 2), (height, width), mode="area").permute(0, 2, 3, 1)
         cams = cams.resized(width, height)
     return ImageDataset(cams, imgs.contiguous(), alps.contiguous(), names)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header (PIL opens lazily)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def check_blender_folder(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -> list[str]:
+    """Check a Blender / NeRF-synthetic folder before any work; returns the splits it has.
+
+    transforms_train.json (or transforms.json) is required, transforms_test.json optional.
+    Every split must list frames with a transform_matrix, `camera_angle_x` or `fl_x`, and
+    images that exist (file_path with or without extension) at the size the file states
+    (w/h) or, when it states none, one size for all. Raises core.errors.UserError naming
+    the file and what to fix.
+    """
+    import json
+
+    from core.errors import UserError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
+    found = []
+    for split in splits:
+        tf = root / f"transforms_{split}.json"
+        if not tf.is_file() and split == "train" and (root / "transforms.json").is_file():
+            tf = root / "transforms.json"
+        if not tf.is_file():
+            if split == "train":
+                raise UserError(f"{root} has no transforms_train.json (or transforms.json): not a Blender/NeRF-synthetic "
+                                "folder")
+            continue
+        try:
+            meta = json.loads(tf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{tf} is not valid JSON: {e}") from None
+        frames = meta.get("frames") if isinstance(meta, dict) else None
+        if not frames:
+            raise UserError(f"{tf} lists no frames: the {split} split is empty")
+        if "camera_angle_x" not in meta and "fl_x" not in meta:
+            raise UserError(f"{tf} has neither camera_angle_x nor fl_x: the cameras' focal length is unknown")
+        stated = (int(meta["w"]), int(meta["h"])) if "w" in meta and "h" in meta else None
+        first = None
+        for i, frame in enumerate(frames):
+            if not isinstance(frame, dict) or "transform_matrix" not in frame:
+                raise UserError(f"{tf}: frame {i} has no transform_matrix")
+            name = str(frame.get("file_path", ""))
+            path = root / name
+            candidates = [path] if path.suffix else [path.with_suffix(s) for s in (".png", ".jpg", ".jpeg")]
+            image = next((p for p in candidates if p.is_file()), None)
+            if image is None:
+                raise UserError(f"{tf}: frame {i} image not found: {candidates[0]}")
+            try:
+                size = _image_size(image)
+            except Exception as e:  # PIL raises several types for a non-image
+                raise UserError(f"{image} is not a readable image: {e}") from None
+            expected = stated or first
+            if expected is not None and size != expected:
+                where = f"{tf} states {expected[0]}x{expected[1]}" if stated else f"frame 0 is {expected[0]}x{expected[1]}"
+                raise UserError(f"{image} is {size[0]}x{size[1]} but {where}: all images must have the stated size")
+            first = first or size
+        found.append(split)
+    return found

@@ -93,8 +93,12 @@ def ply_property_names(sh_degree: int) -> list[str]:
     )
 
 
-def save_ply(path: str | Path, data: GaussianData) -> Path:
-    """Write `data` as a binary little-endian 3DGS .ply; returns the path."""
+def save_ply(path: str | Path, data: GaussianData, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Write `data` as a binary little-endian 3DGS .ply; returns the path.
+
+    extra: more float32 vertex properties {name: [N]} appended after the standard ones
+    (viewers ignore properties they do not know; e.g. the PBR fields of renderers.gaussian.pbr_ply).
+    """
     path = Path(path)
     n = len(data)
 
@@ -114,9 +118,12 @@ def save_ply(path: str | Path, data: GaussianData) -> Path:
         axis=1,
     )
     names = ply_property_names(data.sh_degree)
-    vertices = np.empty(n, dtype=[(name, "<f4") for name in names])
+    extra = extra or {}
+    vertices = np.empty(n, dtype=[(name, "<f4") for name in [*names, *extra]])
     for i, name in enumerate(names):
         vertices[name] = columns[:, i]
+    for name, values in extra.items():
+        vertices[name] = np.asarray(values, dtype=np.float32).reshape(n)
     ply = PlyData([PlyElement.describe(vertices, "vertex")], text=False, byte_order="<")
     return _atomic_write(path, ply.write)
 

@@ -1,12 +1,11 @@
 """Equirectangular environment maps: loading, direction <-> uv, bilinear lookup.
 
-World frame (DESIGN.md): +Z up. The panorama follows Blender's world mapping for a
-+Z-up world: u runs along azimuth with the image centre (u = 0.5) looking down -X,
-which is the background behind an object seen from the "front" camera on +X; u grows
-clockwise seen from above, so the panorama is not mirrored when seen from inside.
-v runs from the zenith (+Z, image row 0) to the nadir (-Z, last row):
+World frame (DESIGN.md): +Z up. The panorama follows Blender's world mapping
+(Cycles' `direction_to_equirectangular`): the image centre (u = 0.5) is the direction +X,
+u grows clockwise seen from above (+X -> -Y -> -X), so the panorama is not mirrored when
+seen from inside; v runs from the zenith (+Z, image row 0) to the nadir (-Z, last row):
 
-    u = atan2(y, -x) / 2pi + 0.5,    v = acos(z) / pi
+    u = 0.5 - atan2(y, x) / 2pi,    v = acos(z) / pi
 
 An environment map is a channel-last tensor [H,W,C] of linear radiance (C = 3, >= 0),
 usually W = 2H. Texel (i, j) covers v in [i/H, (i+1)/H], u in [j/W, (j+1)/W].
@@ -29,7 +28,7 @@ from renderers.shading.tonemap import srgb_decode
 def direction_to_equirect_uv(directions: Tensor) -> Tensor:
     """Unit directions [...,3] (world, +Z up) -> equirect uv [...,2] in [0,1]."""
     x, y, z = directions.unbind(-1)
-    u = torch.atan2(y, -x) / (2 * math.pi) + 0.5
+    u = 0.5 - torch.atan2(y, x) / (2 * math.pi)
     v = torch.acos(z.clamp(-1.0, 1.0)) / math.pi
     return torch.stack([u, v], dim=-1)
 
@@ -37,9 +36,9 @@ def direction_to_equirect_uv(directions: Tensor) -> Tensor:
 def equirect_uv_to_direction(uv: Tensor) -> Tensor:
     """Equirect uv [...,2] in [0,1] -> unit directions [...,3]; inverse of `direction_to_equirect_uv`."""
     u, v = uv.unbind(-1)
-    theta, phi = math.pi * v, 2 * math.pi * u
+    theta, phi = math.pi * v, 2 * math.pi * (0.5 - u)  # phi = atan2(y, x)
     sin_theta = torch.sin(theta)
-    return torch.stack([sin_theta * torch.cos(phi), -sin_theta * torch.sin(phi), torch.cos(theta)], dim=-1)
+    return torch.stack([sin_theta * torch.cos(phi), sin_theta * torch.sin(phi), torch.cos(theta)], dim=-1)
 
 
 def equirect_directions(height: int, width: int | None = None, device=None) -> Tensor:
