@@ -21,7 +21,8 @@ def add_relight_command(subparsers) -> None:
                     "(e.g. progressive=false stages.0.steps=500).",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, default=None, help="Blender folder: transforms_train.json (+ _test) + RGBA PNGs")
+    source.add_argument("--data", type=Path, default=None,
+                        help="Blender folder: transforms_train.json (+ _test) + RGBA PNGs")
     source.add_argument("--from", dest="from_run", type=Path, default=None, metavar="RUN",
                         help="a generated run (or asset): render it from --views views and relight those")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, dotted keys")
@@ -62,7 +63,8 @@ def run_relight(args: argparse.Namespace) -> int:
                                    cfg.renderer.gaussian.background)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
-        print(f"relighting {len(dataset)} views of {data} into {out} ({'progressive' if cfg.progressive else 'PBR only'})")
+        method = "progressive" if cfg.progressive else "PBR only"
+        print(f"relighting {len(dataset)} views of {data} into {out} ({method})")
         paths = relight(cfg, out, dataset=dataset)
     except (UserError, CLIError) as e:
         if created and out.exists():  # nothing half-written stays behind

@@ -126,7 +126,8 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["red_cube", "gold_torus"], choices=sorted(SCENES))
     parser.add_argument("--train-views", type=int, default=32)
     parser.add_argument("--test-views", type=int, default=8)
-    parser.add_argument("--methods", nargs="+", default=["progressive", "pbr_only"], choices=["progressive", "pbr_only"])
+    parser.add_argument("--methods", nargs="+", default=["progressive", "pbr_only"],
+                        choices=["progressive", "pbr_only"])
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for both methods")
     args = parser.parse_args()

@@ -43,6 +43,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.cli import main
@@ -103,6 +104,10 @@ SMALL = [*SMALL_EXPORTS, "export=[ply]"]
 SMALL_RECONSTRUCT = ["steps=2", "width=16", "height=16", "turntable_frames=1", "turntable_size=16",
                      "preview_every=1", "checkpoint_every=1"]
 
+TINY_RELIGHT = ["stages.0.steps=3", "stages.1.steps=2", "stages.2.steps=2", "stages.3.steps=2", "turntable_frames=2",
+                "turntable_size=16", "glb_resolution=16", "glb_texture_size=32", "preview_every=2",
+                "checkpoint_every=2", "renderer.gaussian.num_points=200", "renderer.pbr.env_height=8"]
+
 # Command shape -> arguments appended to make it fast. A shape is the subcommand plus the
 # mode flags it uses (the entry with the most flags present wins). "{out}" is a fresh folder.
 PARSE_ONLY, LAUNCH_AND_STOP = "parse only", "launch and stop"
@@ -116,6 +121,9 @@ FAST: dict[tuple[str, ...], list[str] | str] = {
     ("batch", "--ray"): ["--out", "{out}", "stages.0.steps=2", *SMALL],  # a local Ray runtime, shut down after
     ("render",): ["--width", "16", "--height", "16"],
     ("export",): ["--resolution", "16", "--texture-size", "16", "--faces", "500", "--out", "{out}/asset"],
+    ("relight", "--data"): ["--out", "{out}", *TINY_RELIGHT],
+    ("relight", "--from"): ["--out", "{out}", "--views", "8", "--size", "16", "export_glb=false", *TINY_RELIGHT],
+    ("render", "--passes"): [],  # the README's own arguments at the test file's image size
     ("train-prior",): PARSE_ONLY,
     ("web",): LAUNCH_AND_STOP,
 }
@@ -130,6 +138,8 @@ class Inputs:
     run: Path            # a finished run folder (Gaussians, model.ply)
     photo: Path          # a 32 px RGBA picture of one object
     prompts: Path        # two prompts
+    relight_run: Path | None = None  # a finished relight run (PBR Gaussians + environment)
+    envmap: Path | None = None       # a small Radiance .hdr environment map
 
     def fresh(self, name: str) -> Path:
         for i in itertools.count():
@@ -148,6 +158,8 @@ PLACEHOLDERS = {
     "transforms_test.json": lambda inputs: inputs.data_dir / "transforms_test.json",
     "photo.png": lambda inputs: inputs.photo,
     "prompts.txt": lambda inputs: inputs.prompts,
+    "RELIGHT_RUN": lambda inputs: inputs.relight_run,
+    "env.hdr": lambda inputs: inputs.envmap,
 }
 UPPER_CASE_WORD = re.compile(r"[A-Z][A-Z0-9_]+")
 
@@ -190,7 +202,13 @@ def inputs(tmp_path_factory) -> Inputs:
     prompts.write_text("a red cube\na blue sphere\n")
     run = root / "run"
     assert main(["reconstruct", str(data_dir), "--out", str(run), *SMALL_RECONSTRUCT]) == 0
-    return Inputs(root, data_dir, run, Path(photo), prompts)
+    relight_run = root / "relight"
+    assert main(["relight", "--data", str(data_dir), "--out", str(relight_run), *TINY_RELIGHT]) == 0
+    from renderers.shading.envmap_files import write_envmap
+
+    sky = np.ones((8, 16, 3), np.float32) * np.linspace(0.2, 1.5, 8, dtype=np.float32)[::-1, None, None]
+    envmap = write_envmap(root / "env.hdr", sky)
+    return Inputs(root, data_dir, run, Path(photo), prompts, relight_run, Path(envmap))
 
 
 COMMANDS = readme_commands(README.read_text())

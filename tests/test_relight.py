@@ -225,3 +225,18 @@ def test_relight_scene_generator_writes_a_blender_folder_with_ground_truth(tmp_p
     # Relighting changes the picture: B and C differ from A on the object.
     assert np.abs(gt["rgb_B"][inside] - gt["rgb_A"][inside]).mean() > 0.05
     assert read_envmap(root / "env_B.hdr").shape == (8, 16, 3)
+
+
+def test_sun_visibility_of_a_point_under_a_roof():
+    from core.data.relight_scenes import sun_visibility
+
+    # A unit square roof at z = 1 (two triangles) over points at z = 0.
+    vertices = torch.tensor([[0.0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    points = torch.tensor([[0.5, 0.5, 0.0], [1.5, 0.5, 0.0], [0.2, 0.7, 0.0], [0.5, 0.5, 2.0]])
+    normals = torch.tensor([0.0, 0.0, 1.0]).expand(4, 3)
+    up = sun_visibility(vertices, faces, points, normals, (0.0, 0.0, 1.0))[:, 0]
+    assert up.tolist() == [0.0, 1.0, 0.0, 1.0]  # under the roof: shadowed; beside or above it: lit
+    # Sun at 45 degrees toward -X: a ray from (x, y, 0) meets z = 1 at x - 1, under the roof iff 0 <= x - 1 <= 1.
+    slanted = sun_visibility(vertices, faces, points, normals, (-1.0, 0.0, 1.0))[:, 0]
+    assert slanted.tolist() == [1.0, 0.0, 1.0, 1.0]

@@ -1,4 +1,5 @@
-"""PBR Gaussians, deferred shading and the progressive blend (renderers/gaussian/pbr.py, renderers/shading/deferred.py)."""
+"""PBR Gaussians, deferred shading and the progressive blend
+(renderers/gaussian/pbr.py, renderers/shading/deferred.py)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_depth_normals_of_a_plane_and_the_consistency_loss():
 
 def test_learnable_environment_gets_gradients_and_white_prior():
     env = LearnableEnvironment(height=8, init=0.5)
-    assert float(env.white_light_prior()) == pytest.approx(0.0, abs=1e-7)
+    assert float(env.white_light_prior().detach()) == pytest.approx(0.0, abs=1e-7)
     n = F.normalize(torch.randn(1, 4, 4, 3), dim=-1)
     cams = orbit_cameras(1, 10.0, 2.0, 40.0, 4, 4)
     out = deferred_shade(torch.full((1, 4, 4, 3), 0.5), torch.full((1, 4, 4, 1), 0.4),
@@ -157,7 +158,7 @@ def test_learnable_environment_gets_gradients_and_white_prior():
     assert env.log_radiance.grad is not None and env.log_radiance.grad.abs().sum() > 0
     with torch.no_grad():
         env.log_radiance[..., 0].add_(1.0)
-    assert float(env.white_light_prior()) > 0.1
+    assert float(env.white_light_prior().detach()) > 0.1
 
 
 def test_pbr_ply_round_trip_keeps_standard_and_pbr_fields(tmp_path):

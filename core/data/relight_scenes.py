@@ -13,9 +13,10 @@ Layout (Blender / NeRF-synthetic, readable by `scorelift relight --data`):
     gt.npz                                          the same maps as float arrays [V,H,W,C]
                                                     (albedo linear, normal unit, mask coverage)
 
-Shading is what the deferred shader computes (GGX split sum + SH irradiance, no shadows or
+Shading is what the deferred shader computes (GGX split sum + SH irradiance, no
 inter-reflections) on the exact surface, displayed as linear clipped to [0,1] then sRGB;
-2x supersampled and box-filtered.
+2x supersampled and box-filtered. Scenes with `shadows` add what that model cannot explain:
+each sun lobe's light is masked by its ray-cast visibility (hard self-shadows).
 """
 
 from __future__ import annotations
@@ -40,23 +41,32 @@ def _lobe(w: Tensor, direction, sharpness: float) -> Tensor:
     return torch.exp(sharpness * ((w * d).sum(-1, keepdim=True) - 1))
 
 
-def environment(name: str, height: int = 32) -> Tensor:
-    """[H,2H,3] linear HDR equirect map of environment A, B or C (smooth skies with a sun lobe)."""
+def environment_parts(name: str, height: int = 32) -> list[tuple[Tensor, tuple[float, float, float] | None]]:
+    """Environment A, B or C as parts [(map [H,2H,3], sun direction or None for the sky)]; their sum is the map."""
     from renderers.shading.envmap import equirect_directions
 
     w = equirect_directions(height)
     up = w[..., 2:3].clamp_min(0)
     if name == "A":  # neutral daylight: white sun high on +X+Y, grey-blue sky, dark ground
         sky = 0.35 + 0.35 * up * torch.tensor([0.8, 0.9, 1.0]) - 0.15 * (-w[..., 2:3]).clamp_min(0)
-        return sky + 6.0 * _lobe(w, (0.5, 0.4, 0.75), 12.0) * torch.tensor([1.0, 0.97, 0.92])
-    if name == "B":  # warm low sun from -Y, dim sky
+        suns = [(6.0, (0.5, 0.4, 0.75), 12.0, (1.0, 0.97, 0.92))]
+    elif name == "B":  # warm low sun from -Y, dim sky
         sky = 0.2 + 0.25 * up * torch.tensor([0.9, 0.8, 0.7])
-        return sky + 8.0 * _lobe(w, (-0.2, -0.9, 0.35), 10.0) * torch.tensor([1.0, 0.75, 0.45])
-    if name == "C":  # two coloured lights: cyan from -X above, magenta from +Y low
-        base = torch.full_like(w[..., :1], 0.15)
-        return (base + 5.0 * _lobe(w, (-0.7, 0.1, 0.7), 8.0) * torch.tensor([0.4, 0.9, 1.0])
-                + 4.0 * _lobe(w, (0.1, 0.9, 0.2), 8.0) * torch.tensor([1.0, 0.4, 0.8]))
-    raise ValueError(f"unknown environment {name!r}; use one of {ENVIRONMENTS}")
+        suns = [(8.0, (-0.2, -0.9, 0.35), 10.0, (1.0, 0.75, 0.45))]
+    elif name == "C":  # two coloured lights: cyan from -X above, magenta from +Y low
+        sky = torch.full_like(w, 0.15)
+        suns = [(5.0, (-0.7, 0.1, 0.7), 8.0, (0.4, 0.9, 1.0)), (4.0, (0.1, 0.9, 0.2), 8.0, (1.0, 0.4, 0.8))]
+    else:
+        raise ValueError(f"unknown environment {name!r}; use one of {ENVIRONMENTS}")
+    parts = [(sky.expand_as(w).clone(), None)]
+    for power, direction, sharpness, colour in suns:
+        parts.append((power * _lobe(w, direction, sharpness) * torch.tensor(colour), direction))
+    return parts
+
+
+def environment(name: str, height: int = 32) -> Tensor:
+    """[H,2H,3] linear HDR equirect map of environment A, B or C (smooth skies with sun lobes)."""
+    return sum(part for part, _ in environment_parts(name, height))
 
 
 @dataclass
@@ -69,13 +79,41 @@ class SceneSpec:
     pattern: str = "plain"
     roughness: float = 0.5
     metallic: float = 0.0
+    shadows: bool = False   # suns cast self-shadows: light the physical model cannot explain
 
 
 SCENES = {
     "red_cube": SceneSpec("red_cube", "cube", "red", "striped", roughness=0.35, metallic=0.0),
     "gold_torus": SceneSpec("gold_torus", "torus", "yellow", "plain", roughness=0.3, metallic=1.0),
     "blue_sphere": SceneSpec("blue_sphere", "sphere", "blue", "checkered", roughness=0.6, metallic=0.0),
+    "shadowed_torus": SceneSpec("shadowed_torus", "torus", "orange", "striped", roughness=0.4, metallic=0.0,
+                                shadows=True),
 }
+
+
+def sun_visibility(vertices: Tensor, faces: Tensor, points: Tensor, normals: Tensor, direction,
+                   chunk: int = 512) -> Tensor:
+    """[N,1] 1 where the ray from each surface point [N,3] toward the sun leaves the mesh unblocked,
+    else 0: Moller-Trumbore against every face, the start lifted off the surface along its normal."""
+    d = torch.tensor(direction, dtype=torch.float32)
+    d = d / d.norm()
+    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
+    e1, e2 = v1 - v0, v2 - v0
+    p = torch.cross(d.expand_as(e2), e2, dim=-1)
+    det = (e1 * p).sum(-1)
+    ok = det.abs() > 1e-9
+    inv = torch.where(ok, 1 / det, torch.zeros_like(det))
+    out = []
+    for start in range(0, len(points), chunk):
+        o = points[start:start + chunk] + 1e-3 * normals[start:start + chunk]
+        t_vec = o[:, None] - v0[None]                                   # [n,F,3]
+        u = (t_vec * p[None]).sum(-1) * inv
+        q_cross = torch.cross(t_vec, e1[None].expand_as(t_vec), dim=-1)
+        v = (q_cross * d).sum(-1) * inv
+        t = (q_cross * e2[None]).sum(-1) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 1e-4)
+        out.append((~hit.any(-1)).float())
+    return torch.cat(out)[:, None]
 
 
 def _object(spec: SceneSpec):
@@ -86,10 +124,13 @@ def _object(spec: SceneSpec):
 
 
 @torch.no_grad()
-def render_ground_truth(spec: SceneSpec, cameras: Cameras, envs: dict[str, Tensor], supersample: int = 2,
+def render_ground_truth(spec: SceneSpec, cameras: Cameras, envs: dict[str, list], supersample: int = 2,
                         detail: int = 32) -> dict[str, Tensor]:
     """{"rgb_<env>": [B,H,W,3] display colours (straight), "alpha", "albedo" (linear), "normal",
-    "roughness", "metallic"} of the object seen by `cameras`, box-filtered from `supersample`x."""
+    "roughness", "metallic"} of the object seen by `cameras`, box-filtered from `supersample`x.
+
+    envs: {name: environment_parts(...)}; with spec.shadows each sun part's light is masked by
+    its visibility from the surface point (hard self-shadows), the sky's is not."""
     from core.data.procedural_render import _pattern_mask, spec_mesh
     from renderers.mesh.mesh import vertex_normals
     from renderers.mesh.raster import interpolate, rasterize
@@ -112,9 +153,17 @@ def render_ground_truth(spec: SceneSpec, cameras: Cameras, envs: dict[str, Tenso
     view = F.normalize(cameras.positions[sample] - pos, dim=-1)
     maps = {"albedo": albedo, "normal": normal, "roughness": torch.full_like(albedo[:, :1], spec.roughness),
             "metallic": torch.full_like(albedo[:, :1], spec.metallic)}
-    for key, env in envs.items():
-        light = EnvironmentLight(env, levels=6, samples=128)
-        maps[f"rgb_{key}"] = display_encode(shade(normal, view, albedo, spec.roughness, spec.metallic, light))
+    for key, parts in envs.items():
+        if not spec.shadows:
+            parts = [(sum(part for part, _ in parts), None)]
+        radiance = 0.0
+        for part, sun in parts:
+            light = EnvironmentLight(part, levels=6, samples=128)
+            lit = shade(normal, view, albedo, spec.roughness, spec.metallic, light)
+            if sun is not None:
+                lit = lit * sun_visibility(verts, faces, pos, normal, sun)
+            radiance = radiance + lit
+        maps[f"rgb_{key}"] = display_encode(radiance)
     mask = rast.mask
 
     def pool(x: Tensor) -> Tensor:
@@ -145,10 +194,11 @@ def write_relight_scene(out_dir: str | Path, spec: SceneSpec, n_train: int = 32,
     from renderers.shading.tonemap import srgb_encode
 
     out_dir = Path(out_dir)
-    envs = {name: environment(name, env_height) for name in ENVIRONMENTS}
-    for name, env in envs.items():
-        write_envmap(out_dir / f"env_{name}.hdr", env.numpy())
-        write_envmap(out_dir / f"env_{name}.npy", env.numpy())
+    envs = {name: environment_parts(name, env_height) for name in ENVIRONMENTS}
+    for name in ENVIRONMENTS:
+        env = environment(name, env_height).numpy()
+        write_envmap(out_dir / f"env_{name}.hdr", env)
+        write_envmap(out_dir / f"env_{name}.npy", env)
 
     def write_split(folder: str, cams: Cameras, rgb: Tensor, alpha: Tensor, transforms: str) -> list[str]:
         names = [f"./{folder}/r_{i:03d}" for i in range(len(cams))]

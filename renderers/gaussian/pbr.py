@@ -149,7 +149,8 @@ class PBRGaussianScene(GaussianScene):
             extras["progress"] = torch.zeros_like(alpha)
         else:
             light = light if light is not None else self.environment.light()
-            linear = deferred_shade(buffers["albedo"], buffers["roughness"], buffers["metallic"], normal, cameras, light)
+            linear = deferred_shade(buffers["albedo"], buffers["roughness"], buffers["metallic"], normal, cameras,
+                                    light)
             pbr = display_encode(linear) * alpha + over
             a = buffers["progress"] if constant is None else torch.full_like(alpha, float(constant))
             rgb = progressive_blend(a, pbr, radiance)
