@@ -8,6 +8,7 @@ from core.export.assets import ExportOptions, export_scene
 from core.export.floaters import FloaterConfig, floater_mask, remove_floaters
 from renderers.gaussian.ply import GaussianData
 from tests.synthetic_scenes import MAJOR, torus_scene
+from tests.trimesh_rays import BoxTree
 
 
 def test_floater_clumps_go_and_the_torus_stays():
@@ -40,23 +41,12 @@ def test_transparent_gaussians_and_statistical_outliers_go():
     assert not keep[n] and keep[10:n].float().mean() > 0.99
 
 
-class _BoxTree:
-    """The broad phase trimesh's ray intersector gets from rtree (not installed), in numpy."""
-
-    def __init__(self, triangles):
-        self.lo, self.hi = triangles.min(1), triangles.max(1)
-        self.bounds = np.concatenate([self.lo.min(0), self.hi.max(0)])
-
-    def intersection(self, box):
-        return np.nonzero(((self.lo <= box[3:]) & (self.hi >= box[:3])).all(1))[0]
-
-
 def _hits(mesh: trimesh.Trimesh, origin, direction) -> int:
     """How many times trimesh's ray-triangle test says the ray crosses the mesh."""
     from trimesh.ray.ray_triangle import ray_triangle_id
 
     faces, _, _ = ray_triangle_id(mesh.triangles, np.array([origin], float), np.array([direction], float),
-                                  triangles_normal=mesh.face_normals, tree=_BoxTree(mesh.triangles),
+                                  triangles_normal=mesh.face_normals, tree=BoxTree(mesh.triangles),
                                   multiple_hits=True)
     return len(faces)
 

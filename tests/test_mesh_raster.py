@@ -13,17 +13,7 @@ from renderers.mesh import (
     MeshRenderConfig, MeshScene, MeshSceneConfig, TriangleMesh, face_neighbours, interpolate, rasterize,
     render_mesh, sample_texture,
 )
-
-
-class _BoxTree:
-    """The broad phase trimesh's RayMeshIntersector gets from rtree (not installed), in numpy."""
-
-    def __init__(self, triangles):
-        self.lo, self.hi = triangles.min(1), triangles.max(1)
-        self.bounds = np.concatenate([self.lo.min(0), self.hi.max(0)])
-
-    def intersection(self, box):
-        return np.nonzero(((self.lo <= box[3:]) & (self.hi >= box[:3])).all(1))[0]
+from tests.trimesh_rays import BoxTree
 
 
 def ray_cast(mesh: trimesh.Trimesh, cameras: Cameras) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +22,7 @@ def ray_cast(mesh: trimesh.Trimesh, cameras: Cameras) -> tuple[np.ndarray, np.nd
     shape = origins.shape[:3]
     origins, dirs = origins.reshape(-1, 3).numpy(), dirs.reshape(-1, 3).numpy()
     _, ray, location = ray_triangle_id(mesh.triangles, origins, dirs, triangles_normal=mesh.face_normals,
-                                       tree=_BoxTree(mesh.triangles), multiple_hits=False)
+                                       tree=BoxTree(mesh.triangles), multiple_hits=False)
     hit = np.zeros(len(origins), bool)
     hit[ray] = True
     forward = -cameras.c2w[:, :3, 2].numpy()[ray // (shape[1] * shape[2])]

@@ -21,7 +21,7 @@ from renderers.gaussian.densify import DensifyConfig
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
 
 
-def _reconstruction_gaussians() -> GaussianConfig:
+def reconstruction_gaussians() -> GaussianConfig:
     # Reconstruction gradients are photometric: 3DGS's threshold scale, refined early and often.
     return GaussianConfig(
         num_points=3000, init_radius=0.6, init_opacity=0.1, lr_means=2e-3, lr_sh0=2.5e-2,
@@ -49,7 +49,7 @@ class ReconstructConfig:
     turntable_elevation: float = 20.0
     turntable_radius: float = 2.6
     turntable_fov: float = 40.0
-    renderer: GaussianConfig = field(default_factory=_reconstruction_gaussians)
+    renderer: GaussianConfig = field(default_factory=reconstruction_gaussians)
 
 
 class ViewSampler:

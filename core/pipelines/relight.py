@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from core.config import save_config
 from core.data.nerf_synthetic import ImageDataset, load_dataset
-from core.pipelines.reconstruct import ViewSampler
+from core.pipelines.reconstruct import ViewSampler, reconstruction_gaussians
 from core.runner import Batch, Callbacks, RunFolder, Stage, run_stage, seed_everything
 from renderers.gaussian.densify import Densifier, DensifyConfig
 from renderers.gaussian.pbr import PBR_ATTRIBUTES, PBRConfig, PBRGaussianScene
@@ -96,17 +96,10 @@ def _default_stages() -> list[RelightStageConfig]:
     ]
 
 
-def _relight_gaussians() -> GaussianConfig:
-    return GaussianConfig(
-        num_points=3000, init_radius=0.6, init_opacity=0.1, lr_means=2e-3, lr_sh0=2.5e-2,
-        densify=DensifyConfig(grow_grad2d=2e-4, refine_start=50, refine_stop=250, refine_every=50,
-                              max_gaussians=20_000),
-    )
-
-
 @dataclass
 class RelightRendererConfig:
-    gaussian: GaussianConfig = field(default_factory=_relight_gaussians)
+    # Stage 1 (radiance pre-training) is a photometric reconstruction: the same Gaussians.
+    gaussian: GaussianConfig = field(default_factory=reconstruction_gaussians)
     pbr: PBRConfig = field(default_factory=PBRConfig)
 
 

@@ -108,6 +108,21 @@ def lr_at_step(step: int, total: int, cfg) -> float:
     return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
 
 
+def warmup_cosine_lr(step: int, total: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up over `warmup_steps` to `lr`, then a cosine down to 5% of it at `total`
+    (the built-in normal and depth networks' schedule)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total - warmup_steps)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def load_shards(paths: list[Path], keys: tuple[str, ...]) -> dict[str, Tensor]:
+    """The tensors `keys` of every shard at `paths`, concatenated along the first axis."""
+    parts = [torch.load(p) for p in paths]
+    return {key: torch.cat([p[key] for p in parts]) for key in keys}
+
+
 def v_target(x0: Tensor, noise: Tensor, a: Tensor) -> Tensor:
     # Salimans & Ho 2022, v = sqrt(a) eps - sqrt(1-a) x0
     return a.sqrt() * noise - (1 - a).sqrt() * x0

@@ -19,7 +19,6 @@ One CPU thread throughout (the machine's other cores belong to other jobs).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from torch import Tensor
 from core.data.depth_scenes import DEPTH_TRAIN_SEED_START, DepthSceneConfig, render_depth_scenes
 from core.priors.builtin import DEPTH_PRIOR
 from core.priors.builtin.depth_model import DepthNet, DepthNetConfig, save_depth_net
-from core.training.common import (SAVE_MARGIN_S, StepTracker, load_checkpoint, restore, resume_schedule,
-                                  save_checkpoint, write_shards)
+from core.training.common import (SAVE_MARGIN_S, StepTracker, load_checkpoint, load_shards, restore,
+                                  resume_schedule, save_checkpoint, warmup_cosine_lr, write_shards)
 from core.training.depth_alignment import normalise_depth, scale_shift_invariant_loss
 
 DEFAULT_OUT = DEPTH_PRIOR
@@ -76,11 +75,6 @@ def render_depth_cache(cache_dir: str | Path, n_images: int, progress: bool = Tr
     return paths
 
 
-def load_depth_cache(paths: list[Path]) -> dict[str, Tensor]:
-    parts = [torch.load(p) for p in paths]
-    return {key: torch.cat([p[key] for p in parts]) for key in ("images", "depth", "valid")}
-
-
 def _minibatch(data: dict[str, Tensor], batch: int, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     idx = torch.randint(len(data["images"]), (batch,), generator=g)
     images = data["images"][idx].float() / 255
@@ -91,14 +85,6 @@ def _minibatch(data: dict[str, Tensor], batch: int, g: torch.Generator) -> tuple
     depth = torch.where(flip, depth.flip(-1), depth)
     valid = torch.where(flip, valid.flip(-1), valid)
     return images, normalise_depth(depth, valid), valid
-
-
-def _learning_rate(step: int, total: int, cfg: DepthTrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then a cosine down to 5% of it at `total`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 def train_depth_net(out_dir: str | Path = DEFAULT_OUT, cfg: DepthTrainConfig | None = None,
@@ -116,7 +102,7 @@ def train_depth_net(out_dir: str | Path = DEFAULT_OUT, cfg: DepthTrainConfig | N
         for stale in (ckpt, work / "loss.jsonl"):
             stale.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    data = load_depth_cache(render_depth_cache(cache_dir, cfg.images, progress))
+    data = load_shards(render_depth_cache(cache_dir, cfg.images, progress), ("images", "depth", "valid"))
     render_seconds = time.time() - t_start
 
     torch.manual_seed(cfg.seed)
@@ -143,7 +129,7 @@ def train_depth_net(out_dir: str | Path = DEFAULT_OUT, cfg: DepthTrainConfig | N
                           progress)
     while (tracker.total is None or step < tracker.total) and not tracker.out_of_time(budget_s):
         images, depth, valid = _minibatch(data, cfg.batch, g)
-        lr = _learning_rate(step, tracker.total or 10**9, cfg)
+        lr = warmup_cosine_lr(step, tracker.total or 10**9, cfg.lr, cfg.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = scale_shift_invariant_loss(model.relative_depth(images), depth, valid)

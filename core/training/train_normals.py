@@ -20,7 +20,6 @@ One CPU thread throughout (the machine's other cores belong to other jobs).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from core.data.normals import NORMALS_TRAIN_SEED_START, normals_world_config, re
 from core.data.procedural import ProceduralWorld
 from core.priors.builtin import NORMALS_PRIOR
 from core.priors.builtin.normal_model import NormalNet, NormalNetConfig, save_normal_net
-from core.training.common import (SHARD, StepTracker, load_checkpoint, restore, save_checkpoint, world_key,
-                                         write_shards)
+from core.training.common import (SHARD, StepTracker, load_checkpoint, load_shards, restore, save_checkpoint,
+                                  warmup_cosine_lr, world_key, write_shards)
 
 DEFAULT_OUT = NORMALS_PRIOR
 DEFAULT_CACHE = "/tmp/scorelift-cache"
@@ -72,11 +71,6 @@ def render_normal_cache(cache_dir: str | Path, n_images: int, progress: bool = T
     return paths
 
 
-def load_normal_cache(paths: list[Path]) -> dict[str, Tensor]:
-    parts = [torch.load(p) for p in paths]
-    return {key: torch.cat([p[key] for p in parts]) for key in ("images", "normals", "alpha")}
-
-
 def foreground_cosine_loss(pred: Tensor, target: Tensor, alpha: Tensor, min_alpha: float = 0.5) -> Tensor:
     """Mean 1 - cos over pixels with alpha > min_alpha. pred, target [B,3,H,W] unit; alpha [B,1,H,W]."""
     mask = (alpha > min_alpha).to(pred)
@@ -96,14 +90,6 @@ def _minibatch(data: dict[str, Tensor], batch: int, g: torch.Generator) -> tuple
     return images, normals, alpha
 
 
-def _learning_rate(step: int, cfg: NormalTrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then a cosine down to 5% of it at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 def train_normal_net(out_dir: str | Path = DEFAULT_OUT, cfg: NormalTrainConfig | None = None,
                      cache_dir: str | Path = DEFAULT_CACHE, resume: bool = True, progress: bool = True) -> Path:
     """Render (missing shards), train (or resume) and write the network to `out_dir`
@@ -118,7 +104,7 @@ def train_normal_net(out_dir: str | Path = DEFAULT_OUT, cfg: NormalTrainConfig |
             stale.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     t_render = time.time()
-    data = load_normal_cache(render_normal_cache(cache_dir, cfg.images, progress))
+    data = load_shards(render_normal_cache(cache_dir, cfg.images, progress), ("images", "normals", "alpha"))
     render_seconds = time.time() - t_render
 
     torch.manual_seed(cfg.seed)
@@ -139,7 +125,7 @@ def train_normal_net(out_dir: str | Path = DEFAULT_OUT, cfg: NormalTrainConfig |
                           progress)
     while step < cfg.steps:
         images, normals, alpha = _minibatch(data, cfg.batch, g)
-        lr = _learning_rate(step, cfg)
+        lr = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = foreground_cosine_loss(model(images), normals, alpha)

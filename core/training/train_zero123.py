@@ -32,7 +32,7 @@ from torch import Tensor
 from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
 from core.priors.builtin import TEXT_PRIOR, ZERO123_PRIOR
 from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
-                                          load_checkpoint, lr_at_step, optimizer_step, resume_schedule, save_checkpoint,
+                                          load_checkpoint, load_shards, lr_at_step, optimizer_step, resume_schedule, save_checkpoint,
                                           v_prediction_loss, world_key, write_shards)
 from core.priors.zero123 import CLIP_MEAN, CLIP_STD, zero123_camera_embedding
 
@@ -86,8 +86,7 @@ def render_pair_cache(cache_dir: str | Path, n_objects: int, views: int = 3, wor
 
 def load_pair_cache(paths: list[Path]) -> dict:
     """All shards concatenated: images uint8 [N,V,3,H,W], cameras [N,V,4], color/shape [N]."""
-    parts = [torch.load(p) for p in paths]
-    return {k: torch.cat([p[k] for p in parts]) for k in ("images", "cameras", "color", "shape")}
+    return load_shards(paths, ("images", "cameras", "color", "shape"))
 
 
 # -- phase 2: image encoder + projection + UNet ------------------------------------------------------
