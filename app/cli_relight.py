@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from app.cli_options import CLIError, check_run_folder, load_job_config, positive_int, print_outputs, run_folder_name
+from app.cli_options import check_run_folder, load_job_config, positive_int, print_outputs, run_folder_name
 from core.errors import UserError
 
 
@@ -58,18 +58,15 @@ def run_relight(args: argparse.Namespace) -> int:
             data = args.data
         cfg = load_job_config(RelightConfig, args.config, [*args.overrides, f"data={data}"])
         check_blender_folder(data)
-        try:
-            dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None,
-                                   cfg.renderer.gaussian.background)
-        except (FileNotFoundError, ValueError) as e:
-            raise UserError(str(e)) from None
+        dataset = load_dataset(cfg.data, "train", cfg.width or None, cfg.height or None,
+                               cfg.renderer.gaussian.background)  # UserError names the file
         method = "progressive" if cfg.progressive else "PBR only"
         print(f"relighting {len(dataset)} views of {data} into {out} ({method})")
         paths = relight(cfg, out, dataset=dataset)
-    except (UserError, CLIError) as e:
+    except UserError:  # CLIError included; app/cli prints it as one line
         if created and out.exists():  # nothing half-written stays behind
             shutil.rmtree(out)
-        raise CLIError(str(e)) from None
+        raise
     print_outputs(paths)
     return 0
 
@@ -113,24 +110,18 @@ def run_render_passes(args: argparse.Namespace) -> int:
     from core.export.passes import environment_light, load_relight_run, parse_passes, render_passes
     from renderers.shading.envmap_files import read_envmap
 
-    try:
-        passes = parse_passes(args.passes) if args.passes else None
-        scene, envmap = load_relight_run(args.scene)
-        if args.envmap is not None:
-            envmap = read_envmap(args.envmap)
-        if args.cameras is not None:
-            try:
-                cameras, file_paths = load_nerf_synthetic(args.cameras, args.width, args.height)
-            except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-                raise UserError(f"{args.cameras}: {e}" if str(args.cameras) not in str(e) else str(e)) from None
-            names = frame_names(file_paths)
-        else:
-            n = args.orbit or 24
-            width, height = args.width or 512, args.height or args.width or 512
-            cameras = orbit_cameras(n, args.elevation, args.radius, args.fov, width, height)
-            names = [f"frame_{i:04d}.png" for i in range(n)]
-    except UserError as e:
-        raise CLIError(str(e)) from None
+    passes = parse_passes(args.passes) if args.passes else None
+    scene, envmap = load_relight_run(args.scene)
+    if args.envmap is not None:
+        envmap = read_envmap(args.envmap)
+    if args.cameras is not None:
+        cameras, file_paths = load_nerf_synthetic(args.cameras, args.width, args.height)  # UserError names the file
+        names = frame_names(file_paths)
+    else:
+        n = args.orbit or 24
+        width, height = args.width or 512, args.height or args.width or 512
+        cameras = orbit_cameras(n, args.elevation, args.radius, args.fov, width, height)
+        names = [f"frame_{i:04d}.png" for i in range(n)]
     from app.cli_options import pick_device
 
     device = pick_device(args.device)
