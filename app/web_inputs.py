@@ -1,8 +1,8 @@
 """What the web page's form holds, checked before any run folder exists.
 
-Every check here raises a user error (`core.errors.UserError`, or `CLIError` / a library's
-own error class that is a user error) with one readable line; the page prints it after
-`error: `. `USER_ERRORS` is the tuple the web app catches as "the user can fix this"; any
+Every check here raises a user error (`core.errors.UserError`, of which the config, prior,
+reference-image and asset errors are subclasses) with one readable line; the page prints it
+after `error: `. `user_errors()` is what the web app catches as "the user can fix this"; any
 other exception is a bug and is reported as "internal error" with the log's path.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli_options import CLIError
 from core.errors import UserError
 
 # An uploaded picture larger than this (pixels a side) is refused: the reference view is
@@ -41,15 +40,11 @@ def upload_root() -> Path:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes that are the user's mistake. After the errors merge they all
-    subclass UserError; the explicit list keeps the page right before it, too."""
-    from core.config import ConfigError
-    from core.data.reference import ReferenceImageError
-    from core.export.assets import AssetError
-    from core.priors.loading import PriorLoadError
+    """The exception classes the page reports as one `error:` line: every UserError, and a
+    RunError (a run stopped for a reason the user should read, e.g. the loss stayed NaN)."""
     from core.runner import RunError
 
-    return (UserError, CLIError, ConfigError, PriorLoadError, ReferenceImageError, AssetError, RunError)
+    return (UserError, RunError)
 
 
 def parse_overrides(text: str) -> list[str]:

@@ -308,10 +308,7 @@ class WebJob:
                 load_reference(self._image.save(Path(tmp) / "input.png"), self.cfg.reference_size,
                                self.cfg.object_fill, self.cfg.matting_threshold)
             self._record = new_record("image", r.preset, image=Path(r.image).name)
-        try:
-            check_memory(self.cfg)
-        except ValueError as e:  # the memory check's ValueError is a user's config that cannot fit
-            raise UserError(str(e)) from None
+        check_memory(self.cfg)  # UserError when the renders cannot fit
 
     def _prepare_resume(self) -> None:
         from app.cli_options import load_job_config
