@@ -14,7 +14,9 @@ rotation Q_i = R'_i R_i^{-1} the residual, taken back into the reference frame, 
 
 zero for any rigid motion of the neighbourhood. The reference state is the canonical object
 (Q_i = the deformation field's d_q, then `rotations` = d_q) or the previous frame (Q_i =
-q'_i q_i^{-1}, see `relative_rotation`). DreamScene4D's code builds Q_i^T from q_{t-1} q_t^{-1},
+q'_i q_i^{-1}, see `relative_rotation`; with the field q' = d_q q, so Q_i =
+relative_rotation(d_q(tau_t), d_q(tau_{t-1})), the canonical q cancelling). DreamScene4D does
+the latter: neighbours found once on the canonical Gaussians, the loss between frames t-1, t. DreamScene4D's code builds Q_i^T from q_{t-1} q_t^{-1},
 i.e. it applies R_t R_{t-1}^T to the current offsets, which is not zero for a rigid motion
 that rotates; we use Luiten's order, which is.
 
