@@ -11,8 +11,8 @@ object's mask at its first visible frame gives its bounding box, pixels xmin..xm
 so the square [x0, x0 + side] x [y0, y0 + side] is centred on the box and the object's longer
 side spans `fill` of it (up to the ceil). Crop pixel u (0..S-1) has its centre at frame
 x = x0 + (u + 1/2) side / S (same in y). Because c is a multiple of 1/2, the square's edges are
-multiples of 1/2: it is cut exactly from the frame upsampled 2x (nearest), transparent outside
-the frame, then area-filtered to S x S. The alpha is the mask area-filtered the same way;
+multiples of 1/2. Each crop pixel is the exact area average (box filter) of the frame over its
+footprint, pixels outside the frame counting as transparent. The alpha is the mask filtered so;
 the colour is the area average of mask * rgb divided by the alpha (straight, not premultiplied,
 0 where alpha = 0): RGBA over a transparent background, as an RGBA PNG for image-to-3D.
 
@@ -69,6 +69,17 @@ class ObjectCrop:
         return self.rgba.shape[-1]
 
 
+def area_weights(start: float, side: float, size: int, n: int) -> Tensor:
+    """[size, n] box-filter weights: output pixel u covers [start + u q, start + (u+1) q] (q = side /
+    size) in OpenCV edge coordinates, input pixel j covers [j - 1/2, j + 1/2]; the weight is their
+    overlap over q, so each row sums to the share of the footprint inside the n pixels."""
+    q = side / size
+    lo = start + q * torch.arange(size, dtype=torch.float64)[:, None]
+    j = torch.arange(n, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(lo + q, j + 0.5) - torch.maximum(lo, j - 0.5)).clamp_min(0)
+    return (overlap / q).float()
+
+
 def crop_object(frame: Tensor, mask: Tensor, size: int = 64, fill: float = 0.75) -> ObjectCrop:
     """The object of `mask` cut out of `frame`, re-centred so its longer side fills `fill` of a
     square `size` x `size` crop (module docstring).
@@ -86,17 +97,11 @@ def crop_object(frame: Tensor, mask: Tensor, size: int = 64, fill: float = 0.75)
     side = math.ceil(max(xmax - xmin + 1, ymax - ymin + 1) / fill)
     x0 = (xmin + xmax) / 2 - side / 2
     y0 = (ymin + ymax) / 2 - side / 2
-    # Upsampled pixel k (2x, nearest) is frame pixel k // 2 and its left edge is at k / 2 - 1/2,
-    # so the square's left edge x0 is upsampled pixel 2 x0 + 1, an integer.
-    kx = int(round(2 * x0 + 1)) + torch.arange(2 * side)
-    ky = int(round(2 * y0 + 1)) + torch.arange(2 * side)
-    px, py = torch.div(kx, 2, rounding_mode="floor"), torch.div(ky, 2, rounding_mode="floor")
-    inside = ((py >= 0) & (py < H))[:, None] & ((px >= 0) & (px < W))[None, :]
-    gy, gx = py.clamp(0, H - 1), px.clamp(0, W - 1)
-    alpha = (mask.float()[gy][:, gx] * inside)                                       # [2s,2s]
-    rgb = frame.float()[gy][:, gx] * alpha[..., None]                                 # premultiplied
-    stack = torch.cat([rgb, alpha[..., None]], dim=-1).permute(2, 0, 1)[None]         # [1,4,2s,2s]
-    small = F.interpolate(stack, (size, size), mode="area")
+    ay = area_weights(y0, side, size, H)                                              # [S,H]
+    ax = area_weights(x0, side, size, W)                                              # [S,W]
+    alpha = mask.float()
+    stack = torch.cat([frame.float() * alpha[..., None], alpha[..., None]], dim=-1)   # premultiplied [H,W,4]
+    small = torch.einsum("uh,hwc,vw->cuv", ay, stack, ax)[None]                       # [1,4,S,S]
     a = small[:, 3:4].clamp(0, 1)
     straight = torch.where(a > 0, small[:, :3] / a.clamp_min(1e-8), torch.zeros_like(small[:, :3])).clamp(0, 1)
     return ObjectCrop(torch.cat([straight, a], dim=1), (float(x0), float(y0), float(side)), fill)
