@@ -144,7 +144,7 @@ def test_init_object_to_world_projects_onto_the_mask_and_renders_like_the_recent
     # view at r_ref, i.e. tan(asin(rho / r_ref)) = fill tan(fov_ref / 2); coloured by position.
     rho = r_ref * math.sin(math.atan(fill * math.tan(math.radians(fov_ref) / 2)))
     points = fibonacci_sphere(8000, rho)
-    colors = (0.5 + 0.5 * points / rho).clamp(0, 1)
+    colors = 0.5 + 0.5 * torch.sin(2 * math.pi * points / rho)             # one period per radius
     K_half = K.clone()
     K_half[0, 2] += 0.5
     K_half[1, 2] += 0.5
@@ -175,7 +175,10 @@ def test_init_object_to_world_projects_onto_the_mask_and_renders_like_the_recent
         both = (alpha > 0.5) & (placed[..., 3] > 0.5)
         assert iou(alpha > 0.5, placed[..., 3] > 0.5) > 0.8
         colour_error = (rgb[both] / alpha[both, None] - placed[..., :3][both] / placed[..., 3][both, None]).abs()
-        assert colour_error.mean() < 0.05, (t, float(colour_error.mean()))
+        # measured 0.087 (frame 0, near the optical axis) and 0.114 (frame 2, 16 deg off the axis,
+        # where the re-centred crop ignores the off-centre ray's perspective); turning the canonical
+        # object by 10 deg about the view axis gives 0.135 in frame 0
+        assert colour_error.mean() < (0.1 if t == 0 else 0.125), (t, float(colour_error.mean()))
 
 
 def test_occlusion_disagreements_report_the_pairs_the_masks_contradict():

@@ -134,7 +134,7 @@ class ObjectLiftConfig:
     overrides: dotted overrides of the image-to-3D config, applied last (e.g. "gaussian.lr_means=2e-3").
     """
 
-    steps: int = 150
+    steps: int = 300
     batch_size: int = 2
     num_points: int = 1000
     prior_model: str = "builtin:zero123"
