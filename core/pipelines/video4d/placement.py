@@ -16,25 +16,27 @@ Ray through the mask: m_t = mean pixel (x, y) of M_t (OpenCV). Its camera-space 
 d_cv = ((x - cx)/fx, (y - cy)/fy, 1) in OpenCV axes, (d_x, -d_y, -1) in OpenGL axes, and the
 world unit ray u_t = Q_t d_gl / |d_gl|; cos(theta_t) = 1 / |d_cv| is its angle to the optical axis.
 
-Scale. In the reference view the object's longer extent spans fill S pixels at focal
-f_ref = (S/2) / tan(fov_ref/2) from distance r_ref, so in canonical units its extent is
-    e = fill S r_ref / f_ref = 2 fill r_ref tan(fov_ref / 2).
-In frame t the mask's box spans w x h pixels, the angular extent (tangent units)
-a_t = max(w / fx, h / fy). An object of extent s e whose centre is at z-depth z_c spans
-s e / z_c in tangent units across the ray (exact for the direction perpendicular to the ray
-and the optical axis; 1/cos(theta) more along the radial direction, the perspective of an
-off-centre ray), so
-    s_t = a_t z_c / e.
-Depth of the centre. The median of z_t over M_t is the z-depth z_s of the visible surface;
-the centre sits behind it by the object's half-depth h = s_t e / 2 (its extent along the ray
-taken equal to its longer image extent) measured along the ray, i.e. z_c = z_s + h cos(theta):
-    z_c = z_s + (a_t z_c / 2) cos(theta)  =>  z_c = z_s / (1 - a_t cos(theta) / 2),
-    T_t = C_t + (z_c / cos(theta)) u_t,     log_scale[t] = log(a_t z_c / e).
-(The denominator is kept >= 1/2: an object spanning more than ~ a right angle is clamped.)
-Note s_t / z_c = a_t / e whatever the depth: an error in depth moves the object along the ray
-without changing how large it looks.
+Scale, through the object's bounding sphere. In the reference view the object spans fill S
+pixels at focal f_ref = (S/2) / tan(fov_ref/2), i.e. an angular radius alpha_ref with
+tan(alpha_ref) = fill tan(fov_ref/2), seen from r_ref: its bounding sphere has radius
+    rho = r_ref sin(alpha_ref)                                   (canonical units).
+In frame t take the camera turned to look along u_t (V_t below): the mask's pixel rays, in its
+tangent plane (x/z, y/z), span a box whose half side (plus half a pixel each side, as the crop's
+box) is tan(alpha_t), the object's angular radius seen along the ray. A sphere of radius s rho
+at distance D from the camera has angular radius asin(s rho / D), so
+    s_t = D_t sin(alpha_t) / rho.
+Measuring alpha_t in the turned camera rather than in pixels of the real one removes the
+stretch (up to 1/cos^2 theta) of an off-centre ray. s_t / D_t depends on the mask only: an error
+in depth moves the object along the ray without changing how large it looks.
+Depth of the centre. The median of z_t over M_t, divided by cos(theta), is the distance D_s of
+the visible surface along the ray; the centre sits behind it by the object's half-depth, taken
+as its bounding radius s_t rho = D_t sin(alpha_t):
+    D_t = D_s + D_t sin(alpha_t)  =>  D_t = D_s / (1 - sin(alpha_t)),
+    T_t = C_t + D_t u_t,     log_scale[t] = log(D_t sin(alpha_t) / rho).
+(The denominator is kept >= 1/2, i.e. alpha_t <= 30 deg is assumed.) For a sphere the median
+visible surface is about rho / sqrt(2) in front of the centre, so D_t is then ~0.3 s rho too far.
 
-Rotation. At the first visible frame t0 let V = turn(f, u) Q_t0, where f = -Q_t0[:, 2] is the
+Rotation. At the first visible frame t0 let V = V_t0 = turn(f, u) Q_t0, where f = -Q_t0[:, 2] is the
 camera's optical axis and turn(f, u) the smallest rotation taking f onto u (Rodrigues about
 f x u): V is the real camera turned to look along u, its image "up" as close to the real one as
 possible. Choose R = V Q_ref^T. Then for a canonical point x, the virtual camera [V | C] sees
@@ -43,9 +45,10 @@ while the reference camera sees Q_ref^T (x - p_ref) = Q_ref^T x - (0, 0, r_ref) 
 the reference camera's +Z axis at distance r_ref). So the virtual view is the reference view
 with every point scaled by s and shifted along the axis by s r_ref - D: the same picture (a
 pinhole image is invariant to scaling) up to the dolly-zoom difference between the two
-distances, and the real camera's image is the virtual one through the homography K Q_t0^T V K^-1
-of a pure rotation (the perspective of an off-centre ray). With the box's size it lands where
-the crop was cut: the reference render re-sampled into the box is the object as the frame shows it.
+distances (s r_ref = D exactly when the object looks as large along the ray as in the
+reference view, alpha_t = alpha_ref), and the real camera's image is the virtual one through the homography
+K Q_t0^T V K^-1 of a pure rotation (the perspective of an off-centre ray): the reference render
+re-sampled into the crop's box is the object as the frame shows it, up to that perspective.
 
 Frames where the object is invisible (an empty mask, or no valid depth on it): T and log_scale
 are interpolated linearly in t between the nearest visible frames before and after, held from
