@@ -29,6 +29,10 @@ which follow DreamGaussian):
 - reference weights 10000 (RGB) and 1000 (mask) times p (`reference_ramp`);
 - novel cameras: elevation within +-30 deg of the reference, any azimuth, radius r_ref +- 0.5,
   Zero123's guidance scale 5, w(t) = 1 - alpha_bar_t.
+Kept from this project rather than DreamScene4D: the fill (DreamScene4D re-centres to 0.65; the
+contract's 0.75 is image-to-3D's), the reference camera (r_ref 2.5, fov 45 deg as the built-in
+Zero123; DreamScene4D: 2, 49.1 deg) and the plain reference MSE (DreamScene4D averages inside and
+outside the mask separately) of `image_to_3d.reference_loss`.
 Scaled for CPU (DreamScene4D: 1000 steps of 16 views at up to 512 px, 5000 initial Gaussians):
 `steps`, `batch_size` and `num_points` below; densification keeps the preset's place in the run
 (at 1/4, 1/2 and 3/4 of the steps).
@@ -42,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from core.errors import UserError
@@ -97,8 +100,8 @@ def crop_object(frame: Tensor, mask: Tensor, size: int = 64, fill: float = 0.75)
     side = math.ceil(max(xmax - xmin + 1, ymax - ymin + 1) / fill)
     x0 = (xmin + xmax) / 2 - side / 2
     y0 = (ymin + ymax) / 2 - side / 2
-    ay = area_weights(y0, side, size, H)                                              # [S,H]
-    ax = area_weights(x0, side, size, W)                                              # [S,W]
+    ay = area_weights(y0, side, size, H).to(frame.device)                             # [S,H]
+    ax = area_weights(x0, side, size, W).to(frame.device)                             # [S,W]
     alpha = mask.float()
     stack = torch.cat([frame.float() * alpha[..., None], alpha[..., None]], dim=-1)   # premultiplied [H,W,4]
     small = torch.einsum("uh,hwc,vw->cuv", ay, stack, ax)[None]                       # [1,4,S,S]

@@ -165,6 +165,7 @@ def init_object_to_world(mask: Tensor, K: Tensor, c2w: Tensor, depth: Tensor, fi
     the ray through the mask's "centroid" (mean pixel) or its "box" centre (where the crop is
     centred). Raises UserError when the object is visible (with valid depth) in no frame.
     """
+    mask, K, c2w, depth = mask.cpu(), K.cpu(), c2w.cpu(), depth.cpu()   # a few numbers per frame: on the CPU
     n = mask.shape[0]
     rho = canonical_radius(fill, r_ref, fov_ref_deg)
     T = torch.zeros(n, 3, dtype=torch.float64)
