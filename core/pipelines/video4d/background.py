@@ -1,0 +1,394 @@
+"""The static background of a video as 3D Gaussians, with the cameras refined on it.
+
+DreamScene4D (Chu et al. 2024, Sec. 3.2) fits a static Gaussian scene to the inpainted
+frames and refines the camera poses of the video with the same rendering loss. Here:
+
+Initialisation (`initial_points`). A few keyframes (evenly spread over the clip, frame 0
+first) are unprojected: pixel (u, v) of keyframe k at depth z goes to
+    X = c2w_k [ z (u - cx) / fx,  -z (v - cy) / fy,  -z,  1 ]^T    (OpenGL camera, OpenCV K)
+with every `pixel_stride`-th pixel and its inpainted colour. A pixel of a later keyframe is
+skipped when an earlier keyframe already saw its point (it projects inside that keyframe,
+outside its holes), so the Gaussians cover what the pan reveals, once.
+The depth z comes from monocular relative depth r (`load_depth_estimator(cfg.depth)`,
+affine-invariant: z = a r + b for unknown a > 0, b), mapped per keyframe to the scale of
+the camera-motion world:
+- when the cameras carry translation (max |c2w_t - c2w_0| translation > 1e-6 of the
+  median depth), a and b are fitted by robust least squares to the depths of background
+  points triangulated (SIFT matches on background pixels, cv2.triangulatePoints with the given
+  poses, kept when in front of both cameras and reprojecting within 1 px) between the
+  keyframe and the frame farthest from it; with fewer than `min_triangulated` points the
+  fallback is the camera-motion convention: z = (r + 0.5) / median(r + 0.5), median depth 1;
+- with a pure rotation nothing fixes depth (every depth renders the same pixels), so the
+  same fallback is used: any positive depth consistent with the ordering of r works.
+
+Cameras (`PoseRefinement`). Each frame t > 0 gets a correction in its own camera axes,
+    c2w_t' = c2w_t [ Exp(omega_t)  delta_t ; 0 1 ],
+omega_t in so(3) (axis-angle, Rodrigues: Exp(w) = I + sin(th)/th [w]_x + (1 - cos th)/th^2 [w]_x^2,
+th = |w|) and delta_t a translation; frame 0 has none (it defines the world). Corrections
+in camera axes turn a camera about its own centre, which the photometric loss measures
+best. The renderer is differentiable in the view matrices, so gradients reach omega, delta.
+
+Loss (per sampled frame, over pixels p):
+    L = sum_p w_p [ l1_weight |I(p) - J(p)|_1 + ssim_weight (1 - SSIM(p)) / 2 ] / sum_p w_p,
+w_p = 1 on background pixels, `hole_weight` inside the dilated object masks (there the
+target J is the inpainted frame: it only keeps what no frame shows from drifting; what
+another frame shows is fitted there, where it is real). The scene is fitted alone for
+`pose_start` steps before the poses move (a half-fitted scene pulls cameras anywhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.cameras import Cameras
+from core.pipelines.video4d.inpaint import dilated_object_mask
+from core.runner import Batch, Stage
+from renderers.gaussian.densify import DensifyConfig
+from renderers.gaussian.scene import GaussianConfig, GaussianScene
+
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+def background_gaussians() -> GaussianConfig:
+    # Photometric fitting of a surface seen from the front: view-independent colour, nearly
+    # opaque Gaussians from the start (full coverage). No densification: the keyframes give one
+    # Gaussian per sample already, and at 64-128 px on CPU the reconstruct preset's
+    # splitting (tried) lowered the background PSNR of runs of a few hundred steps.
+    return GaussianConfig(
+        sh_degree=0, init="points", init_opacity=0.9, lr_means=5e-4, lr_scales=2e-2, lr_opacities=0.1,
+        lr_sh0=2.5e-2, background=(0.0, 0.0, 0.0), render_normals=False, densify=DensifyConfig(strategy="none"),
+    )
+
+
+@dataclass
+class BackgroundSceneConfig:
+    """steps: optimisation steps; batch_size: frames per step; keyframes: frames unprojected
+    to initialise; pixel_stride: every n-th pixel of them; footprint: initial standard
+    deviation of a Gaussian in units of the sample spacing; dilate: pixels the object masks
+    grow by in the loss; hole_weight: weight of the inpainted pixels; l1_weight,
+    ssim_weight: the loss (module docstring); refine_cameras: learn pose corrections;
+    pose_start: steps before they move; lr_rotation (rad), lr_translation (world units):
+    their Adam rates; depth: the monocular depth estimator; min_triangulated: points
+    needed to fit its scale; renderer: the Gaussians (mean learning rate scaled by the
+    median depth of the initial points)."""
+
+    steps: int = 300
+    seed: int = 0
+    batch_size: int = 2
+    keyframes: int = 4
+    pixel_stride: int = 2
+    footprint: float = 0.5
+    dilate: int = 2
+    hole_weight: float = 0.1
+    l1_weight: float = 0.8
+    ssim_weight: float = 0.2
+    refine_cameras: bool = True
+    pose_start: int = 50
+    lr_rotation: float = 5e-4
+    lr_translation: float = 5e-4
+    depth: str = "builtin:depth"
+    min_triangulated: int = 20
+    preview_every: int = 100
+    checkpoint_every: int = 100
+    renderer: GaussianConfig = field(default_factory=background_gaussians)
+
+
+def so3_exp(omega: Tensor) -> Tensor:
+    """Rotation matrices [...,3,3] from axis-angle vectors omega [...,3] (Rodrigues), with
+    the Taylor series below 1e-4 rad so the gradient at 0 is exact and finite."""
+    theta2 = (omega * omega).sum(-1, keepdim=True)[..., None]           # [...,1,1]
+    small = theta2 < 1e-8
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = theta2_safe.sqrt()
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2_safe)
+    x, y, z = omega.unbind(-1)
+    zero = torch.zeros_like(x)
+    hat = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*omega.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device).expand_as(hat)
+    return eye + a * hat + b * (hat @ hat)
+
+
+class PoseRefinement(nn.Module):
+    """Per-frame pose corrections (module docstring) of OpenGL c2w [T,4,4]; frame 0 fixed."""
+
+    def __init__(self, c2w: Tensor):
+        super().__init__()
+        self.register_buffer("initial", c2w.detach().float().clone())
+        T = c2w.shape[0]
+        self.rotation = nn.Parameter(torch.zeros(T, 3))      # omega_t, radians, camera axes
+        self.translation = nn.Parameter(torch.zeros(T, 3))   # delta_t, world units, camera axes
+        free = torch.ones(T, 1)
+        free[0] = 0.0
+        self.register_buffer("free", free)
+
+    def c2w(self) -> Tensor:
+        """[T,4,4] refined OpenGL c2w, differentiable in the corrections; c2w()[0] = the initial one."""
+        T = self.initial.shape[0]
+        delta = torch.eye(4, device=self.initial.device).repeat(T, 1, 1)
+        delta[:, :3, :3] = so3_exp(self.rotation * self.free)
+        delta[:, :3, 3] = self.translation * self.free
+        return self.initial @ delta
+
+    def param_groups(self, lr_rotation: float, lr_translation: float) -> list[dict]:
+        return [{"name": "pose_rotation", "params": [self.rotation], "lr": lr_rotation},
+                {"name": "pose_translation", "params": [self.translation], "lr": lr_translation}]
+
+
+def rotation_error_deg(c2w_a: Tensor, c2w_b: Tensor) -> Tensor:
+    """[T] angle in degrees between the rotations relative to frame 0 of two camera paths
+    c2w_a, c2w_b [T,4,4] (each in its own world: only R_0^T R_t is compared)."""
+    rel_a = c2w_a[0, :3, :3].T @ c2w_a[:, :3, :3]
+    rel_b = c2w_b[0, :3, :3].T @ c2w_b[:, :3, :3]
+    diff = rel_a.transpose(-1, -2) @ rel_b
+    cos = ((diff.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)
+    return torch.rad2deg(torch.acos(cos))
+
+
+def camera_k(K: Tensor, batch: int) -> Tensor:
+    """OpenCV K [3,3] (pixel centres at integers) -> `Cameras` K [batch,3,3] (centres at +0.5)."""
+    K = K.detach().float().clone()
+    K[0, 2] += 0.5
+    K[1, 2] += 0.5
+    return K.expand(batch, 3, 3).clone()
+
+
+# --- depth and initial points ------------------------------------------------------------------
+
+def triangulated_background(frames: Tensor, holes: Tensor, c2w: Tensor, K: Tensor, a: int, b: int,
+                            max_error_px: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Background points of frame a triangulated with frame b at the given poses.
+
+    frames [T,H,W,3] in [0,1]; holes [T,H,W] bool (excluded); c2w [T,4,4] OpenGL; K [3,3]
+    OpenCV. Returns pixels [M,2] (x, y, OpenCV convention) in frame a and their depths [M]
+    in camera a, for SIFT matches (Lowe ratio 0.8) in front of both cameras that reproject
+    within `max_error_px` in both."""
+    import cv2
+
+    sift = cv2.SIFT_create(nfeatures=4000)
+    found = []
+    for t in (a, b):
+        gray = (frames[t].numpy() @ np.array([0.299, 0.587, 0.114]) * 255).round().clip(0, 255).astype(np.uint8)
+        keep = ((~holes[t]).numpy() * 255).astype(np.uint8)
+        keypoints, descriptors = sift.detectAndCompute(gray, keep)
+        found.append((np.array([k.pt for k in keypoints], np.float64).reshape(-1, 2), descriptors))
+    (pa, da), (pb, db) = found
+    if da is None or db is None or len(da) < 2 or len(db) < 2:
+        return np.zeros((0, 2)), np.zeros(0)
+    pairs = [(m.queryIdx, m.trainIdx) for m, n in (p for p in cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
+                                                   if len(p) == 2) if m.distance < 0.8 * n.distance]
+    if not pairs:
+        return np.zeros((0, 2)), np.zeros(0)
+    pairs = np.array(pairs)
+    p, q = pa[pairs[:, 0]], pb[pairs[:, 1]]
+    w2c = torch.linalg.inv(c2w.detach().double().cpu() @ _GL_TO_CV.double()).numpy()
+    Kn = K.detach().double().cpu().numpy()
+    X = cv2.triangulatePoints(Kn @ w2c[a][:3], Kn @ w2c[b][:3], p.T, q.T)
+    X = (X[:3] / X[3]).T
+    good = np.ones(len(X), bool)
+    depth_a = None
+    for pose, pts in ((w2c[a], p), (w2c[b], q)):
+        cam = X @ pose[:3, :3].T + pose[:3, 3]
+        pix = cam @ Kn.T
+        good &= (cam[:, 2] > 0) & (np.linalg.norm(pix[:, :2] / pix[:, 2:] - pts, axis=1) < max_error_px)
+        depth_a = cam[:, 2] if depth_a is None else depth_a
+    return p[good], depth_a[good]
+
+
+def fit_affine_depth(relative: np.ndarray, target: np.ndarray, iterations: int = 3) -> tuple[float, float] | None:
+    """Least-squares a, b with target ~ a relative + b, refitted without the points whose
+    residual exceeds 3 median absolute residuals; None when a <= 0 or too few points."""
+    keep = np.ones(len(relative), bool)
+    a = b = None
+    for _ in range(iterations):
+        if keep.sum() < 3:
+            return None
+        A = np.stack([relative[keep], np.ones(keep.sum())], 1)
+        a, b = np.linalg.lstsq(A, target[keep], rcond=None)[0]
+        residual = np.abs(a * relative + b - target)
+        keep = residual <= 3 * max(np.median(residual[keep]), 1e-9)
+    return (float(a), float(b)) if a is not None and a > 0 else None
+
+
+def metric_depth(relative: Tensor, frames: Tensor, holes: Tensor, c2w: Tensor, K: Tensor, t: int,
+                 min_points: int = 20) -> tuple[Tensor, str]:
+    """Depth [H,W] of frame t in the camera-motion world from relative depth [H,W] (module
+    docstring); returns it and how it was scaled ("triangulated" or "median")."""
+    T = c2w.shape[0]
+    centres = c2w[:, :3, 3]
+    distance = (centres - centres[t]).norm(dim=-1)
+    if T > 1 and distance.max() > 1e-6:
+        # the frame farthest away (longest baseline) and the one halfway there: more matches
+        partners = {int(distance.argmax()), int((distance - distance.max() / 2).abs().argmin())} - {t}
+        found = [triangulated_background(frames, holes, c2w, K, t, s) for s in sorted(partners)]
+        pixels, depth = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+        if len(depth) >= min_points:
+            H, W = relative.shape
+            col = np.clip(np.round(pixels[:, 0]).astype(int), 0, W - 1)
+            row = np.clip(np.round(pixels[:, 1]).astype(int), 0, H - 1)
+            fit = fit_affine_depth(relative.numpy()[row, col].astype(np.float64), depth)
+            if fit is not None:
+                z = fit[0] * relative + fit[1]
+                floor = 0.05 * float(np.median(depth))  # an extrapolated negative depth is kept in front
+                return z.clamp_min(floor), "triangulated"
+    shifted = relative + 0.5
+    return shifted / shifted.median(), "median"
+
+
+def keyframe_indices(T: int, count: int) -> list[int]:
+    """`count` frames evenly spread over 0..T-1, frame 0 first (sorted, unique)."""
+    return sorted({round(i * (T - 1) / max(1, count - 1)) for i in range(max(1, min(count, T)))})
+
+
+def initial_points(frames_inpainted: Tensor, holes: Tensor, c2w: Tensor, K: Tensor, depths: dict[int, Tensor],
+                   pixel_stride: int) -> tuple[Tensor, Tensor, Tensor]:
+    """World points [N,3], colours [N,3] and pixel spacings [N] (the world distance between
+    neighbouring samples, z pixel_stride / fx) unprojected from the keyframes in `depths`
+    ({t: depth [H,W]}), each pixel_stride-th pixel, skipping points an earlier keyframe saw
+    (module docstring). c2w [T,4,4] OpenGL; K [3,3] OpenCV."""
+    T, H, W, _ = frames_inpainted.shape
+    ys, xs = torch.meshgrid(torch.arange(0, H, pixel_stride), torch.arange(0, W, pixel_stride), indexing="ij")
+    xs, ys = xs.reshape(-1).float(), ys.reshape(-1).float()
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    w2c_cv = torch.linalg.inv(c2w.detach().float() @ _GL_TO_CV)
+    points, colours, spacings, seen = [], [], [], []
+    for t in sorted(depths):
+        z = depths[t][ys.long(), xs.long()]
+        cam = torch.stack([z * (xs - cx) / fx, -z * (ys - cy) / fy, -z, torch.ones_like(z)], -1)  # OpenGL camera
+        world = (cam @ c2w[t].detach().float().T)[:, :3]
+        keep = torch.ones(len(world), dtype=torch.bool)
+        for s in seen:
+            cam_s = world @ w2c_cv[s, :3, :3].T + w2c_cv[s, :3, 3]
+            u = fx * cam_s[:, 0] / cam_s[:, 2].clamp_min(1e-9) + cx
+            v = fy * cam_s[:, 1] / cam_s[:, 2].clamp_min(1e-9) + cy
+            inside = (cam_s[:, 2] > 0) & (u > -0.5) & (u < W - 0.5) & (v > -0.5) & (v < H - 0.5)
+            col, row = u.round().long().clamp(0, W - 1), v.round().long().clamp(0, H - 1)
+            keep &= ~(inside & ~holes[s][row, col])
+        points.append(world[keep])
+        colours.append(frames_inpainted[t][ys.long(), xs.long()][keep])
+        spacings.append(z[keep] * pixel_stride / fx)
+        seen.append(t)
+    return torch.cat(points), torch.cat(colours), torch.cat(spacings)
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+class FrameSampler:
+    """Each step: `batch_size` random frames from a seeded generator (checkpointable), their
+    cameras from the pose refinement (detached before `pose_start` or when not refining)."""
+
+    def __init__(self, frames: Tensor, weights: Tensor, poses: PoseRefinement, K: Tensor, cfg: BackgroundSceneConfig):
+        self.frames, self.weights, self.poses, self.K, self.cfg = frames, weights, poses, K, cfg
+        self.batch_size = min(cfg.batch_size, frames.shape[0])
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def __call__(self, step: int) -> Batch:
+        idx = torch.randperm(self.frames.shape[0], generator=self.generator)[: self.batch_size]
+        c2w = self.poses.c2w()[idx]
+        if not self.cfg.refine_cameras or step <= self.cfg.pose_start:
+            c2w = c2w.detach()
+        T, H, W, _ = self.frames.shape
+        cameras = Cameras(c2w, camera_k(self.K, len(idx)), W, H)
+        return Batch(cameras, background=torch.zeros(3),
+                     data={"rgb": self.frames[idx], "weight": self.weights[idx], "frames": idx})
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def background_loss(cfg: BackgroundSceneConfig, scene: GaussianScene):
+    """The weighted L1 + D-SSIM of the module docstring, as a runner loss."""
+    from kornia.metrics import ssim
+
+    def loss(out, batch: Batch, step: int, progress: float):
+        target = batch.data["rgb"].to(out.rgb)
+        weight = batch.data["weight"].to(out.rgb)[..., None]        # [B,H,W,1]
+        total_weight = weight.sum().clamp_min(1e-8)
+        l1 = ((out.rgb - target).abs().mean(-1, keepdim=True) * weight).sum() / total_weight
+        total = cfg.l1_weight * l1
+        stats = {"l1": l1.item(), "n_gaussians": len(scene)}
+        if cfg.ssim_weight > 0:
+            ssim_map = ssim(out.chw(), target.permute(0, 3, 1, 2), window_size=7)      # [B,3,H,W]
+            dssim = (((1 - ssim_map) / 2).mean(1)[..., None] * weight).sum() / total_weight
+            total = total + cfg.ssim_weight * dssim
+            stats["dssim"] = dssim.item()
+        for value in scene.regularisers().values():
+            total = total + value
+        return total, stats
+
+    return loss
+
+
+def build_background_stage(frames_inpainted: Tensor, masks: Tensor, c2w: Tensor, K: Tensor,
+                           cfg: BackgroundSceneConfig | None = None, depth_estimator=None,
+                           name: str = "background") -> tuple[Stage, GaussianScene, PoseRefinement]:
+    """The background stage of video-to-4D, to run with `core.runner.run_stage`.
+
+    frames_inpainted [T,H,W,3] in [0,1] (`inpaint_objects`); masks [T,H,W] int object ids (0 =
+    background); c2w [T,4,4] OpenGL camera-to-world (`estimate_camera_motion`, frame 0 the
+    world); K [3,3] OpenCV intrinsics (centre of the top-left pixel at (0, 0)).
+    depth_estimator: a `DepthEstimator` or a module images [B,3,H,W] -> [B,1,H,W] (None:
+    `load_depth_estimator(cfg.depth)`). Returns the stage, its scene and the pose refinement
+    (its `c2w()` gives the refined cameras after the run); both are restored on resume.
+    """
+    from core.priors.estimators import load_depth_estimator
+
+    cfg = cfg or BackgroundSceneConfig()
+    frames_inpainted = frames_inpainted.detach().float().cpu().clamp(0, 1)
+    masks, c2w, K = masks.cpu(), c2w.detach().float().cpu(), K.detach().float().cpu()
+    T, H, W, _ = frames_inpainted.shape
+    holes = dilated_object_mask(masks, cfg.dilate)
+    estimator = load_depth_estimator(depth_estimator if depth_estimator is not None else cfg.depth)
+    keyframes = keyframe_indices(T, cfg.keyframes)
+    with torch.no_grad():
+        relative = estimator.predict(frames_inpainted[keyframes].permute(0, 3, 1, 2)).float().cpu()[:, 0]
+    if relative.shape[-2:] != (H, W):
+        relative = F.interpolate(relative[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    depths = {t: metric_depth(relative[i], frames_inpainted, holes, c2w, K, t, cfg.min_triangulated)[0]
+              for i, t in enumerate(keyframes)}
+    points, colours, spacings = initial_points(frames_inpainted, holes, c2w, K, depths, cfg.pixel_stride)
+    # The scene's size is the median depth: densification's scale thresholds and the means' rate follow it.
+    extent = float(torch.cat([d.flatten() for d in depths.values()]).median())
+    gaussians = dataclasses.replace(cfg.renderer, lr_means=cfg.renderer.lr_means * extent,
+                                    densify=dataclasses.replace(cfg.renderer.densify, scene_scale=extent))
+    scene = GaussianScene(gaussians, points=points, colors=colours)
+    with torch.no_grad():  # sharp from the start: each Gaussian about its share of a pixel footprint
+        scene.params["scales"].copy_((cfg.footprint * spacings).log()[:, None].expand(-1, 3))
+    poses = PoseRefinement(c2w)
+    groups = scene.param_groups()
+    if cfg.refine_cameras:
+        groups += poses.param_groups(cfg.lr_rotation, cfg.lr_translation * extent)
+    optimizer = torch.optim.Adam(groups, eps=1e-15)
+    scene.attach_optimizer(optimizer)
+    weights = torch.where(holes, torch.tensor(cfg.hole_weight), torch.tensor(1.0))
+    sampler = FrameSampler(frames_inpainted, weights, poses, K, cfg)
+    stage = Stage(name, scene, cfg.steps, sampler, background_loss(cfg, scene), optimizer,
+                  stateful={"views": sampler, "poses": poses}, preview_every=cfg.preview_every,
+                  checkpoint_every=cfg.checkpoint_every)
+    return stage, scene, poses
+
+
+@torch.no_grad()
+def background_psnr(scene: GaussianScene, c2w: Tensor, K: Tensor, frames: Tensor, masks: Tensor,
+                    dilate: int = 2) -> float:
+    """PSNR (dB) of the scene rendered at c2w [T,4,4] against frames [T,H,W,3] in [0,1] over
+    the background pixels (outside the object masks grown by `dilate`), all frames pooled."""
+    T, H, W, _ = frames.shape
+    keep = ~dilated_object_mask(masks.cpu(), dilate)
+    squared, count = 0.0, 0
+    for t in range(T):
+        out = scene.render(Cameras(c2w[t:t + 1].detach().float(), camera_k(K, 1), W, H), torch.zeros(3))
+        error = (out.rgb[0].cpu() - frames[t].cpu()) ** 2
+        squared += float(error[keep[t]].sum())
+        count += int(keep[t].sum()) * 3
+    return 10 * math.log10(1.0 / max(squared / max(count, 1), 1e-12))
