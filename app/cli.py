@@ -2,7 +2,8 @@
 
 Each subcommand is one `add_<name>_command(subparsers)` that declares its options and
 sets `func`, the function that runs it (app/cli_jobs.py: generate, batch, demo,
-reconstruct; app/cli_relight.py: relight; app/cli_assets.py: render, export; app/cli_web.py: web). A new subcommand
+reconstruct; app/cli_relight.py: relight; app/cli_video.py: animate, track; app/cli_assets.py: render, export;
+app/cli_web.py: web). A new subcommand
 is one more such pair, added to `COMMANDS`. Errors a user can cause (missing or wrong file, bad config,
 unknown prompt word, impossible size) raise `core.errors.UserError` (CLIError is one) where they are
 detected and end as one line on stderr with exit code 2; any other exception is a bug and keeps its
@@ -19,6 +20,7 @@ from app.cli_assets import add_export_command, add_render_command
 from app.cli_jobs import (add_batch_command, add_demo_command, add_generate_command, add_reconstruct_command,
                           add_train_prior_command)
 from app.cli_relight import add_relight_command
+from app.cli_video import add_video_commands
 from app.cli_web import add_web_command
 from core.errors import UserError
 
@@ -34,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Subcommands in --help order.
 COMMANDS: list[Callable] = [add_generate_command, add_batch_command, add_demo_command, add_reconstruct_command,
-                             add_relight_command, add_render_command, add_export_command, add_train_prior_command, add_web_command]
+                             add_relight_command, add_video_commands, add_render_command, add_export_command, add_train_prior_command, add_web_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

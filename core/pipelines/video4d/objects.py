@@ -164,6 +164,18 @@ class ObjectLiftConfig:
             raise UserError(f"need 0 <= t_end <= t_start <= 1, got t_start={self.t_start}, t_end={self.t_end}")
 
 
+def lift_prior(cfg: ObjectLiftConfig, base=None):
+    """The Zero123 PriorConfig of a lift (the preset's, with the model and reference view of `cfg`);
+    the motion stage conditions the same loaded prior."""
+    import dataclasses as dc
+
+    from core.config import from_dict, read_yaml, resolve_preset
+    from core.pipelines.image_to_3d import ImageTo3DConfig
+
+    base = base if base is not None else from_dict(ImageTo3DConfig, read_yaml(resolve_preset(PRESET))).prior
+    return dc.replace(base, model=cfg.prior_model, reference_elevation_deg=cfg.elevation_deg, reference_azimuth_deg=0.0)
+
+
 def lift_config(crop: ObjectCrop, image: str | Path, cfg: ObjectLiftConfig):
     """The image-to-3D config of one lift: the preset's coarse Gaussian stage only, with
     DreamScene4D's schedules (module docstring), exporting model.ply only."""
@@ -188,8 +200,7 @@ def lift_config(crop: ObjectCrop, image: str | Path, cfg: ObjectLiftConfig):
     densify = dataclasses.replace(base.gaussian.densify, refine_start=max(1, cfg.steps // 4),
                                   refine_stop=max(1, 3 * cfg.steps // 4), refine_every=max(1, cfg.steps // 4))
     gaussian = dataclasses.replace(base.gaussian, num_points=cfg.num_points, densify=densify)
-    prior = dataclasses.replace(base.prior, model=cfg.prior_model, reference_elevation_deg=cfg.elevation_deg,
-                                reference_azimuth_deg=0.0)
+    prior = lift_prior(cfg, base.prior)
 
     def weight(w: float):
         return ScalarSchedule("linear", 0.0, w) if cfg.reference_ramp else w
