@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from core.errors import UserError
+
 # 12 prompts: every colour and shape of the world at least once (plus the capsule).
 PROMPTS = [
     ("red", "cube"), ("green", "sphere"), ("blue", "cylinder"), ("yellow", "cone"),
@@ -150,21 +152,27 @@ def main() -> None:
             # one folder per preset + overrides + seed: no resuming another's run
             folder = args.out / name / f"{prompt.replace(' ', '_')}_seed{seed}"
             row = {"prompt": prompt, "seed": seed, "seconds": None, "cpu_seconds": None}
-            if not args.judge_only:
-                # on a shared machine wall time counts other processes' turns; CPU time does not
-                tic, cpu = time.perf_counter(), time.process_time()
-                generate(cfg, folder)
-                row["seconds"] = round(time.perf_counter() - tic, 1)
-                row["cpu_seconds"] = round(time.process_time() - cpu, 1)
-            for fmt in args.formats:
-                row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
+            try:
+                if not args.judge_only:
+                    # on a shared machine wall time counts other processes' turns; CPU time does not
+                    tic, cpu = time.perf_counter(), time.process_time()
+                    generate(cfg, folder)
+                    row["seconds"] = round(time.perf_counter() - tic, 1)
+                    row["cpu_seconds"] = round(time.process_time() - cpu, 1)
+                for fmt in args.formats:
+                    row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
+            except UserError as e:   # e.g. an asset that vanished: a failed run, counted wrong on every count
+                row["error"] = str(e)
+                for fmt in args.formats:
+                    row[fmt] = {"colour_ok": False, "shape_ok": False, "colour_vote": "-", "shape_vote": "-",
+                                "leak": None, **({"hole_alpha": None, "hole_open": False} if shape == "torus" else {})}
             rows.append(row)
             cells = "  ".join(
                 f"{fmt}: {row[fmt]['colour_vote']:7s}{'ok' if row[fmt]['colour_ok'] else '--'} "
                 f"{row[fmt]['shape_vote']:8s}{'ok' if row[fmt]['shape_ok'] else '--'} "
                 f"leak {'n/a' if row[fmt]['leak'] is None else format(row[fmt]['leak'], '.1%'):>5s}"
                 + (f" hole {'open' if row[fmt]['hole_open'] else 'SHUT'}" if shape == "torus" else "")
-                for fmt in args.formats)
+                for fmt in args.formats) + (f"  FAILED: {row['error']}" if "error" in row else "")
             seconds = "" if row["seconds"] is None else f"{row['seconds']:6.1f} s ({row['cpu_seconds']:.1f} s CPU)"
             print(f"{prompt:20s} seed {seed}  {cells}  {seconds}", flush=True)
     times = sorted(r["seconds"] for r in rows if r["seconds"] is not None)

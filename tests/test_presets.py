@@ -1,5 +1,7 @@
 """Every shipped preset runs two steps on CPU (with a tiny prior where it needs one)."""
 
+import json
+
 import pytest
 
 from app.cli import main
@@ -59,9 +61,20 @@ def run_relight_preset(name, tmp_path, overrides=()):
                  "checkpoint_every=1", "renderer.gaussian.num_points=200", *overrides])
 
 
+def run_video4d_preset(name, tmp_path, tiny_zero123, overrides=()):
+    from core.data.video_synth import SyntheticVideoConfig, render_video, write_video
+
+    clip = tmp_path / "clip"
+    write_video(render_video(SyntheticVideoConfig(frames=4, width=64, height=64, pan_deg=4.0, dolly=0.0)), clip)
+    return main(["animate", str(clip / "frames"), "--masks", str(clip / "masks"), "--config", name,
+                 "--out", str(tmp_path / "run"), f"lift.prior_model={tiny_zero123}", "crop_size=32",
+                 "background.steps=2", "lift.steps=2", "motion.steps=2", "placement.steps=2",
+                 "preview_every=1", "checkpoint_every=1", *overrides])
+
+
 RUNNERS = {"reconstruct": run_reconstruct_preset, "relight": run_relight_preset, "text_to_3d": run_text_to_3d_preset,
-           "image_to_3d": run_image_to_3d_preset}
-PRIORS = {"text_to_3d": "tiny_prior", "image_to_3d": "tiny_zero123"}
+           "image_to_3d": run_image_to_3d_preset, "video4d": run_video4d_preset}
+PRIORS = {"text_to_3d": "tiny_prior", "image_to_3d": "tiny_zero123", "video4d": "tiny_zero123"}
 
 
 def cpu_sized(name, tmp_path):
@@ -93,8 +106,15 @@ def test_preset_runs_two_steps(name, tmp_path, request):
     assert runner(name, tmp_path, *extra, overrides=overrides) == 0
     from core.config import read_yaml, resolve_preset
 
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    if kind == "video4d":   # stages named by the clip: background, motion_<id> per object, placement
+        from collections import Counter
+
+        steps = Counter(r["stage"] for r in map(json.loads, lines) if "step" in r)
+        assert steps == {"background": 2, "motion_1": 2, "motion_2": 2, "placement": 2}
+        return
     n_stages = len(read_yaml(resolve_preset(name)).get("stages", [None]))
-    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2 * n_stages
+    assert len(lines) == 2 * n_stages
 
 
 def test_demo_runs_text_to_3d_end_to_end(tmp_path, capsys, tiny_prior):

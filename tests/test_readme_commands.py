@@ -124,6 +124,9 @@ FAST: dict[tuple[str, ...], list[str] | str] = {
     ("relight", "--data"): ["--out", "{out}", *TINY_RELIGHT],
     ("relight", "--from"): ["--out", "{out}", "--views", "8", "--size", "16", "export_glb=false", *TINY_RELIGHT],
     ("render", "--passes"): [],  # the README's own arguments at the test file's image size
+    ("animate",): ["--out", "{out}", "lift.prior_model={zero123}", "crop_size=32", "background.steps=2", "lift.steps=2",
+                   "motion.steps=2", "placement.steps=2", "preview_every=1", "checkpoint_every=1"],
+    ("track",): ["--out", "{out}/P.npz"],
     ("train-prior",): PARSE_ONLY,
     ("web",): LAUNCH_AND_STOP,
 }
@@ -140,6 +143,9 @@ class Inputs:
     prompts: Path        # two prompts
     relight_run: Path | None = None  # a finished relight run (PBR Gaussians + environment)
     envmap: Path | None = None       # a small Radiance .hdr environment map
+    clip: Path | None = None         # a 4-frame 64 px synthetic video: frames/, masks/, queries.npz
+    animate_run: Path | None = None  # a finished (tiny) animate run of it
+    zero123: Path | None = None      # a tiny Zero123 checkpoint
 
     def fresh(self, name: str) -> Path:
         for i in itertools.count():
@@ -160,6 +166,11 @@ PLACEHOLDERS = {
     "prompts.txt": lambda inputs: inputs.prompts,
     "RELIGHT_RUN": lambda inputs: inputs.relight_run,
     "env.hdr": lambda inputs: inputs.envmap,
+    "VIDEO": lambda inputs: inputs.clip / "frames",
+    "MASKS_DIR": lambda inputs: inputs.clip / "masks",
+    "ANIMATE_RUN": lambda inputs: inputs.animate_run,
+    "Q.npz": lambda inputs: inputs.clip / "queries.npz",
+    "P.npz": lambda inputs: inputs.fresh("tracks") / "P.npz",
 }
 UPPER_CASE_WORD = re.compile(r"[A-Z][A-Z0-9_]+")
 
@@ -208,7 +219,20 @@ def inputs(tmp_path_factory) -> Inputs:
 
     sky = np.ones((8, 16, 3), np.float32) * np.linspace(0.2, 1.5, 8, dtype=np.float32)[::-1, None, None]
     envmap = write_envmap(root / "env.hdr", sky)
-    return Inputs(root, data_dir, run, Path(photo), prompts, relight_run, Path(envmap))
+    from core.data.video_synth import SyntheticVideoConfig, render_video, write_video
+    from core.priors.tiny import build_tiny_zero123
+
+    clip = root / "clip"
+    write_video(render_video(SyntheticVideoConfig(frames=4, width=64, height=64, pan_deg=4.0, dolly=0.0,
+                                                  query_stride=16)), clip)
+    np.savez(clip / "queries.npz", query_points=np.load(clip / "gt.npz")["query_points"])
+    zero123 = build_tiny_zero123(root / "zero123")
+    animate_run = root / "animate"
+    fast = [arg.replace("{zero123}", str(zero123)) for arg in FAST[("animate",)][2:]]
+    assert main(["animate", str(clip / "frames"), "--masks", str(clip / "masks"), "--out", str(animate_run),
+                 *fast]) == 0
+    return Inputs(root, data_dir, run, Path(photo), prompts, relight_run, Path(envmap), clip, animate_run,
+                  Path(zero123))
 
 
 COMMANDS = readme_commands(README.read_text())
@@ -266,7 +290,7 @@ def test_readme_command_runs(argv, inputs, tmp_path, monkeypatch, capsys):
         check_serves(argv, inputs.fresh("web"))
     else:
         out = inputs.fresh("out")
-        code = main([*argv, *[arg.replace("{out}", str(out)) for arg in fast]])
+        code = main([*argv, *[arg.replace("{out}", str(out)).replace("{zero123}", str(inputs.zero123)) for arg in fast]])
         assert code == 0, f"scorelift {shlex.join(argv)} exited with {code}"
         assert any(out.rglob("*")), f"scorelift {shlex.join(argv)} wrote nothing into {out}"
 

@@ -33,7 +33,7 @@ from core.pipelines.video4d.inpaint import inpaint_objects
 from core.pipelines.video4d.motion_stage import MotionConfig, build_motion_stage, object_frames, reference_camera
 from core.pipelines.video4d.objects import ObjectLiftConfig, crop_object, lift_object, lift_prior
 from core.pipelines.video4d.placement import align_depth, init_object_to_world
-from core.pipelines.video4d.placement_stage import PlacementConfig, build_placement_stage
+from core.pipelines.video4d.placement_stage import PlacementConfig, build_placement_stage, order_in_depth
 from core.pipelines.video4d.scene4d import DynamicObject, Scene4D
 from core.runner import Callbacks, RunFolder, run_stage, seed_everything
 from renderers.gaussian.ply import GaussianData, load_gaussians, save_gaussians
@@ -187,6 +187,8 @@ def animate(cfg: AnimateConfig, out_dir: str | Path, callbacks: Callbacks | None
         objects.append(obj)
 
     scene = Scene4D(bg_data, objects, c2w, K, W, H)
+    if not folder.checkpoint("placement").is_file():    # on resume the placement checkpoint holds the result
+        folder.log({"stage": "occlusion_order", **order_in_depth(scene, masks)})
     if cfg.placement.steps:
         run_stage(build_placement_stage(scene, frames, masks, cfg.placement, cfg.seed, cfg.checkpoint_every),
                   folder, callbacks)

@@ -119,6 +119,58 @@ def placement_loss(cfg: PlacementConfig, scene: Scene4D, frames: Tensor, masks: 
     return loss
 
 
+def scale_about_camera(obj, t: int, camera_centre: Tensor, factor: float) -> None:
+    """Move object `obj` at frame t along the rays from `camera_centre` by `factor` (its centre
+    and its scale both times factor): its picture from that camera does not change."""
+    with torch.no_grad():
+        obj.T[t] = camera_centre + factor * (obj.T[t] - camera_centre)
+        obj.log_scale[t] += float(torch.log(torch.tensor(factor)))
+
+
+@torch.no_grad()
+def order_in_depth(scene: Scene4D, masks: Tensor, margin: float = 0.95) -> dict[str, int]:
+    """Make the occlusion order agree with the masks before the placement is refined (depth
+    order cannot be learnt through sorted alpha compositing).
+
+    masks [T,H,W] object ids. For each frame where an object shows: (1) on the pixels its mask
+    gives it, its rendered depth must be nearer than the background's: if the ratio object /
+    background exceeds `margin` (its 90th percentile over those pixels: the silhouette, where
+    the object is deepest, included), the object is pulled toward the camera by margin / ratio
+    (`scale_about_camera`, so its picture is unchanged); (2) where two objects overlap, the one
+    the mask shows must be nearer: the other is pushed back by the same rule (median ratio).
+    Returns the number of moves of each kind."""
+    moved = {"in_front_of_background": 0, "behind_other_object": 0}
+    for t in range(scene.n_frames):
+        centre = scene.c2w[t, :3, 3]
+        background = scene.render(t, objects=[])["depth"][0, ..., 0]
+        present = [o for o in scene.objects if t >= o.first_frame and bool((masks[t] == o.object_id).any())]
+        renders = {}
+        for obj in present:
+            r = scene.render(t, include_background=False, objects=[obj.object_id])
+            mine = (masks[t] == obj.object_id) & (r["alpha"][0, ..., 0] > 0.5) & (background > 0)
+            if mine.sum() >= 4:
+                ratio = float(torch.quantile(r["depth"][0, ..., 0][mine] / background[mine], 0.9))
+                if ratio > margin:
+                    scale_about_camera(obj, t, centre, margin / ratio)
+                    moved["in_front_of_background"] += 1
+                    r = scene.render(t, include_background=False, objects=[obj.object_id])
+            renders[obj.object_id] = r
+        for front in present:
+            for behind in present:
+                if front is behind:
+                    continue
+                rf, rb = renders[front.object_id], renders[behind.object_id]
+                both = (masks[t] == front.object_id) & (rf["alpha"][0, ..., 0] > 0.5) & (rb["alpha"][0, ..., 0] > 0.5)
+                if both.sum() < 4:
+                    continue
+                ratio = float((rb["depth"][0, ..., 0][both] / rf["depth"][0, ..., 0][both]).median())
+                if ratio < 1 / margin:
+                    scale_about_camera(behind, t, centre, 1 / (margin * ratio))
+                    renders[behind.object_id] = scene.render(t, include_background=False, objects=[behind.object_id])
+                    moved["behind_other_object"] += 1
+    return moved
+
+
 def build_placement_stage(scene: Scene4D, frames: Tensor, masks: Tensor, cfg: PlacementConfig, seed: int,
                           checkpoint_every: int = 0) -> Stage:
     """A runner Stage refining every object's T and log_scale (deformations and background frozen)."""
