@@ -12,11 +12,11 @@ outside its holes), so the Gaussians cover what the pan reveals, once.
 The depth z comes from monocular relative depth r (`load_depth_estimator(cfg.depth)`,
 affine-invariant: z = a r + b for unknown a > 0, b), mapped per keyframe to the scale of
 the camera-motion world:
-- when the cameras carry translation (max |c2w_t - c2w_0| translation > 1e-6 of the
-  median depth), a and b are fitted by robust least squares to the depths of background
+- when the cameras carry translation (some camera centre more than 1e-6 from the
+  keyframe's), a and b are fitted by robust least squares to the depths of background
   points triangulated (SIFT matches on background pixels, cv2.triangulatePoints with the given
   poses, kept when in front of both cameras and reprojecting within 1 px) between the
-  keyframe and the frame farthest from it; with fewer than `min_triangulated` points the
+  keyframe and the frame farthest from it and the one halfway there; with fewer than `min_triangulated` points the
   fallback is the camera-motion convention: z = (r + 0.5) / median(r + 0.5), median depth 1;
 - with a pure rotation nothing fixes depth (every depth renders the same pixels), so the
   same fallback is used: any positive depth consistent with the ordering of r works.
@@ -29,11 +29,16 @@ in camera axes turn a camera about its own centre, which the photometric loss me
 best. The renderer is differentiable in the view matrices, so gradients reach omega, delta.
 
 Loss (per sampled frame, over pixels p):
-    L = sum_p w_p [ l1_weight |I(p) - J(p)|_1 + ssim_weight (1 - SSIM(p)) / 2 ] / sum_p w_p,
+    L = sum_p w_p [ l1_weight |I(p) - J(p)| + ssim_weight (1 - SSIM(p)) / 2 ] / sum_p w_p,
+(3DGS's loss, Kerbl et al. 2023 eq. 7, restricted to pixels; |.| and SSIM averaged over
+the colour channels, SSIM with a 7 px window)
 w_p = 1 on background pixels, `hole_weight` inside the dilated object masks (there the
 target J is the inpainted frame: it only keeps what no frame shows from drifting; what
 another frame shows is fitted there, where it is real). The scene is fitted alone for
-`pose_start` steps before the poses move (a half-fitted scene pulls cameras anywhere).
+`pose_start` steps before the poses move (a half-fitted scene pulls cameras anywhere);
+then their learning rates decay exponentially to `pose_lr_final` times the initial ones at
+the last step (as BARF / NeRF-- anneal theirs: Adam's steps are about lr whatever the
+gradient, so a constant rate leaves the cameras jittering by that much).
 """
 
 from __future__ import annotations
@@ -74,8 +79,8 @@ class BackgroundSceneConfig:
     deviation of a Gaussian in units of the sample spacing; dilate: pixels the object masks
     grow by in the loss; hole_weight: weight of the inpainted pixels; l1_weight,
     ssim_weight: the loss (module docstring); refine_cameras: learn pose corrections;
-    pose_start: steps before they move; lr_rotation (rad), lr_translation (world units):
-    their Adam rates; depth: the monocular depth estimator; min_triangulated: points
+    pose_start: steps before they move; lr_rotation (rad), lr_translation (units of the
+    median depth): their initial Adam rates, decayed to pose_lr_final of that at the end; depth: the monocular depth estimator; min_triangulated: points
     needed to fit its scale; renderer: the Gaussians (mean learning rate scaled by the
     median depth of the initial points)."""
 
@@ -91,8 +96,9 @@ class BackgroundSceneConfig:
     ssim_weight: float = 0.2
     refine_cameras: bool = True
     pose_start: int = 50
-    lr_rotation: float = 5e-4
-    lr_translation: float = 5e-4
+    lr_rotation: float = 1e-3
+    lr_translation: float = 1e-3
+    pose_lr_final: float = 0.1
     depth: str = "builtin:depth"
     min_triangulated: int = 20
     preview_every: int = 100
@@ -288,12 +294,25 @@ class FrameSampler:
         self.frames, self.weights, self.poses, self.K, self.cfg = frames, weights, poses, K, cfg
         self.batch_size = min(cfg.batch_size, frames.shape[0])
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.pose_lrs: dict[str, float] = {}
+
+    def schedule(self, optimizer: torch.optim.Optimizer) -> None:
+        """Let the sampler set the pose groups' learning rates each step (their initial values now)."""
+        self.optimizer = optimizer
+        self.pose_lrs = {g["name"]: g["lr"] for g in optimizer.param_groups if g.get("name", "").startswith("pose_")}
 
     def __call__(self, step: int) -> Batch:
         idx = torch.randperm(self.frames.shape[0], generator=self.generator)[: self.batch_size]
         c2w = self.poses.c2w()[idx]
         if not self.cfg.refine_cameras or step <= self.cfg.pose_start:
             c2w = c2w.detach()
+        elif self.optimizer is not None:  # a function of the step alone: resumed runs agree
+            span = max(1, self.cfg.steps - self.cfg.pose_start - 1)
+            decay = self.cfg.pose_lr_final ** ((step - self.cfg.pose_start - 1) / span)
+            for group in self.optimizer.param_groups:
+                if group.get("name") in self.pose_lrs:
+                    group["lr"] = self.pose_lrs[group["name"]] * decay
         T, H, W, _ = self.frames.shape
         cameras = Cameras(c2w, camera_k(self.K, len(idx)), W, H)
         return Batch(cameras, background=torch.zeros(3),
@@ -372,6 +391,7 @@ def build_background_stage(frames_inpainted: Tensor, masks: Tensor, c2w: Tensor,
     scene.attach_optimizer(optimizer)
     weights = torch.where(holes, torch.tensor(cfg.hole_weight), torch.tensor(1.0))
     sampler = FrameSampler(frames_inpainted, weights, poses, K, cfg)
+    sampler.schedule(optimizer)
     stage = Stage(name, scene, cfg.steps, sampler, background_loss(cfg, scene), optimizer,
                   stateful={"views": sampler, "poses": poses}, preview_every=cfg.preview_every,
                   checkpoint_every=cfg.checkpoint_every)
