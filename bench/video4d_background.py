@@ -4,8 +4,9 @@ cameras' rotation error, with and without the photometric pose refinement, and w
 Pipeline as video-to-4D runs it: `load_video_clip` -> `estimate_camera_motion` ->
 `inpaint_objects` (cross-frame fill with the estimated cameras, Telea for the rest) ->
 `build_background_stage` (builtin:depth) -> `run_stage`. Prints one JSON record per variant:
-rotation error in degrees (relative to frame 0, mean and max over frames) of the estimated
-cameras and of the refined ones, background PSNR (rendered at the refined cameras, against
+rotation error in degrees (relative to frame 0, mean and max over frames) and camera-centre
+error (scale-aligned, a fraction of the true path length) of the estimated cameras and of
+the refined ones, background PSNR (rendered at the refined cameras, against
 the input frames outside the dilated object masks), seconds for each part.
 
     python -m core.data.video_synth --out /tmp/v24 --frames 24 --size 128
@@ -32,6 +33,16 @@ from core.pipelines.video4d.background import (BackgroundSceneConfig, background
                                                build_background_stage, rotation_error_deg)
 from core.pipelines.video4d.inpaint import inpaint_objects  # noqa: E402
 from core.runner import RunFolder, run_stage  # noqa: E402
+
+
+def position_error(c2w: torch.Tensor, gt_c2w: torch.Tensor) -> torch.Tensor:
+    """[T] distance between the camera centres of c2w and gt_c2w [T,4,4], each expressed in
+    its own frame 0's axes, after the least-squares scale of c2w's path onto the truth's
+    (monocular video fixes translation up to scale), in units of the true path length."""
+    est = torch.einsum("ij,tj->ti", c2w[0, :3, :3].T.double(), (c2w[:, :3, 3] - c2w[0, :3, 3]).double())
+    gt = torch.einsum("ij,tj->ti", gt_c2w[0, :3, :3].T.double(), (gt_c2w[:, :3, 3] - gt_c2w[0, :3, 3]).double())
+    scale = (est * gt).sum() / (est * est).sum().clamp_min(1e-12)
+    return (scale * est - gt).norm(dim=-1) / gt.diff(dim=0).norm(dim=-1).sum().clamp_min(1e-12)
 
 
 class _Quiet:
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     inpainted = inpaint_objects(clip.frames, clip.masks, c2w=motion.c2w, K=clip.K)
     inpaint_s = time.perf_counter() - tic
     before = rotation_error_deg(motion.c2w, gt_c2w)
+    before_position = position_error(motion.c2w, gt_c2w)
     for variant in args.variants.split(","):
         extra = {k: type(getattr(BackgroundSceneConfig, k))(v) for k, v in (kv.split("=", 1) for kv in args.set)}
         cfg = BackgroundSceneConfig(steps=args.steps, refine_cameras=variant == "refine", preview_every=0,
@@ -80,11 +92,16 @@ def main(argv: list[str] | None = None) -> None:
         fit_s = time.perf_counter() - tic
         refined = poses.c2w().detach()
         after = rotation_error_deg(refined, gt_c2w)
+        after_position = position_error(refined, gt_c2w)
         print(json.dumps({
             "variant": variant, "set": args.set, "frames": clip.num_frames, "size": [clip.width, clip.height], "steps": args.steps,
             "gaussians": len(scene),
             "rotation_error_deg_estimated": {"mean": round(float(before.mean()), 3), "max": round(float(before.max()), 3)},
             "rotation_error_deg_refined": {"mean": round(float(after.mean()), 3), "max": round(float(after.max()), 3)},
+            "position_error_of_path_estimated": {"mean": round(float(before_position.mean()), 4),
+                                                 "max": round(float(before_position.max()), 4)},
+            "position_error_of_path_refined": {"mean": round(float(after_position.mean()), 4),
+                                               "max": round(float(after_position.max()), 4)},
             "background_psnr_db": {"start": round(psnr_start, 2),
                                    "end": round(background_psnr(scene, refined, clip.K, clip.frames, clip.masks,
                                                                 cfg.dilate), 2)},
