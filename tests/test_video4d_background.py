@@ -87,10 +87,11 @@ def test_a_tiny_diffusers_inpainting_pipeline_loads_and_keeps_unmasked_pixels(tm
         unet=tiny._unet(16, 9, tiny.TEXT_DIM, 2), scheduler=DDIMScheduler(**tiny._scheduler_kwargs("epsilon"), steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     ).save_pretrained(tmp_path / "inpainter")
-    frames = _smooth_image(30, 30)[None].repeat(2, 1, 1, 1)   # not a multiple of 8: resized there and back
+    frames = _smooth_image(30, 30)[None].repeat(2, 1, 1, 1)   # run at 40x40 (36 up to 8s), resized back
     masks = torch.zeros(2, 30, 30, dtype=torch.long)
     masks[:, 10:18, 12:20] = 1
-    out = inpaint_objects(frames, masks, checkpoint=str(tmp_path / "inpainter"), dilate=0, num_inference_steps=2)
+    out = inpaint_objects(frames, masks, checkpoint=str(tmp_path / "inpainter"), dilate=0, num_inference_steps=2,
+                          processing_resolution=36)
     holes = masks != 0
     assert out.shape == frames.shape
     assert torch.equal(out[~holes], frames[~holes])
