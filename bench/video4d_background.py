@@ -11,6 +11,13 @@ the input frames outside the dilated object masks), seconds for each part.
 
     python -m core.data.video_synth --out /tmp/v24 --frames 24 --size 128
     OMP_NUM_THREADS=1 python bench/video4d_background.py --clip /tmp/v24 --steps 300
+    OMP_NUM_THREADS=1 python bench/video4d_background.py --clip /tmp/v24 --variants fixed --cameras true
+
+Measured (2-core shared CPU, one thread, Dec 2026): estimated cameras rotation error mean 0.408 /
+max 0.914 deg, centre error 10.3 % / 24.4 % of the path; refined 0.391 / 0.824 deg, 8.4 % / 18.9 %;
+background PSNR 21.6 dB at the start -> 29.73 dB refined, 29.15 dB with the cameras fixed,
+29.76 dB from the true cameras (fixed); the fit takes 99 s (6414 Gaussians, 300 steps), camera
+motion 1.2 s, inpainting 0.4 s.
 """
 
 from __future__ import annotations
