@@ -55,13 +55,15 @@ def dilated_object_mask(masks: Tensor, dilate: int) -> Tensor:
 
 def inpaint_objects(frames: Tensor, masks: Tensor, method: str = "opencv", dilate: int = 2, checkpoint: str = "",
                     c2w: Tensor | None = None, K: Tensor | None = None, plane_depth: float = 1.0,
-                    telea_radius: int = 3, prompt: str = "", num_inference_steps: int = 20, seed: int = 0) -> Tensor:
+                    telea_radius: int = 3, prompt: str = "", num_inference_steps: int = 20, seed: int = 0,
+                    processing_resolution: int = 512) -> Tensor:
     """frames [T,H,W,3] float in [0,1], masks [T,H,W] int object ids (0 = background) ->
     [T,H,W,3] frames with the objects (masks dilated by `dilate` px) removed.
 
     method "opencv": cv2.inpaint (Telea, radius `telea_radius`); "diffusers" (or any
     method when `checkpoint` is set): a diffusers StableDiffusionInpaintPipeline loaded
-    from `checkpoint` (hub id or folder), `prompt`, `num_inference_steps`, `seed`.
+    from `checkpoint` (hub id or folder), `prompt`, `num_inference_steps`, `seed`, run with
+    the longer side at `processing_resolution` px (SD inpainting's 512; 0: the frame size).
     With c2w [T,4,4] (OpenGL) and K [3,3] (OpenCV pixel convention), hole pixels that another
     frame shows are copied from it first (module docstring, plane at `plane_depth`).
     Raises UserError for an unknown method and PriorLoadError (a UserError) for a
@@ -82,8 +84,8 @@ def inpaint_objects(frames: Tensor, masks: Tensor, method: str = "opencv", dilat
     if c2w is not None and K is not None:
         result, missing = fill_from_other_frames(frames, holes, c2w, K, plane_depth)
     if pipe is not None:
-        return torch.stack([diffusers_inpaint(pipe, result[t], missing[t], prompt, num_inference_steps, seed + t)
-                            for t in range(len(frames))])
+        return torch.stack([diffusers_inpaint(pipe, result[t], missing[t], prompt, num_inference_steps, seed + t,
+                                              processing_resolution) for t in range(len(frames))])
     return torch.stack([telea_inpaint(result[t], missing[t], telea_radius) for t in range(len(frames))])
 
 
@@ -164,14 +166,16 @@ def load_inpainting_pipeline(checkpoint: str, device: str = "auto"):
 
 @torch.no_grad()
 def diffusers_inpaint(pipe, image: Tensor, hole: Tensor, prompt: str = "", num_inference_steps: int = 20,
-                      seed: int = 0) -> Tensor:
+                      seed: int = 0, processing_resolution: int = 512) -> Tensor:
     """image [H,W,3] in [0,1], hole [H,W] bool -> [H,W,3]: the pipeline's fill inside the hole,
-    the input kept exactly outside it. The pipeline runs at the frame size rounded up to a
-    multiple of 8 (its VAE's stride) and is resized back."""
+    the input kept exactly outside it. The pipeline runs with the longer side at
+    `processing_resolution` (0: the frame's), both sides rounded up to a multiple of 8 (its
+    VAE's stride), and the result is resized back."""
     if not hole.any():
         return image.clone()
     H, W = hole.shape
-    height, width = -(-H // 8) * 8, -(-W // 8) * 8
+    factor = processing_resolution / max(H, W) if processing_resolution > 0 else 1.0
+    height, width = (-(-round(side * factor) // 8) * 8 for side in (H, W))
     generator = torch.Generator("cpu").manual_seed(seed)
     out = pipe(prompt=prompt, image=image.permute(2, 0, 1)[None], mask_image=hole.float()[None, None],
                height=height, width=width, num_inference_steps=num_inference_steps, generator=generator,
