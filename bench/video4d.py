@@ -11,7 +11,8 @@ occlusion accuracy (predicted occluded == true occluded over all points and fram
 of the re-rendered input frames, and the wall time of `animate` and `track`; for the
 pipeline, two baselines computed from the same run (static points: every query stays where it
 was; camera motion only: every point lifted as the pipeline lifts it but treated as static
-background) and, with --ablation-no-flow, the pipeline with motion.flow_weight=0.
+background) and, with --ablation-no-flow, the pipeline without its flow terms
+(motion.flow_weight=0 motion.chain_weight=0; cameras, background and lifted objects shared).
 Results are written to OUT/results.json (existing runs in OUT are resumed, not redone).
 """
 
@@ -76,6 +77,18 @@ def run_pipeline(clip: Path, run: Path, overrides: list[str]) -> dict:
     return {"animate_s": wall, "track_s": track_wall, "resumed": resumed}
 
 
+def share_decomposition(source: Path, run: Path) -> None:
+    """Seed an ablation's run folder with `source`'s checkpoints of the stages it does not
+    change (camera motion, background, object lifting), so it resumes after them."""
+    import shutil
+
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("cameras_estimated.pt", "background.pt"):
+        shutil.copy(source / "checkpoints" / name, run / "checkpoints" / name)
+    for lift in sorted((source / "objects").glob("*/lift")):
+        shutil.copytree(lift, run / "objects" / lift.parent.name / "lift")
+
+
 def baselines(run: Path, gt: dict) -> dict:
     from core.pipelines.video4d.animate import load_scene4d
     from core.pipelines.video4d.tracks import track_points
@@ -113,9 +126,11 @@ def main() -> None:
                "threads": torch.get_num_threads(), "overrides": args.overrides, "methods": {}}
     runs = {"DreamScene4D pipeline": []}
     if args.ablation_no_flow:
-        runs["without flow loss"] = ["motion.flow_weight=0"]
+        runs["without flow loss"] = ["motion.flow_weight=0", "motion.chain_weight=0"]
     for name, extra in runs.items():
         run = args.out / ("run" if not extra else "run_noflow")
+        if extra and not run.exists():   # the ablation shares cameras, background and lifted objects
+            share_decomposition(args.out / "run", run)
         timing = run_pipeline(clip, run, [*args.overrides, *extra])
         with np.load(run / "tracks.npz") as P:
             m = track_metrics(P["tracks"], P["occluded"], gt["tracks"], gt["occluded"],
