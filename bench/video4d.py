@@ -70,11 +70,17 @@ def scorelift(*args: str) -> float:
 
 
 def run_pipeline(clip: Path, run: Path, overrides: list[str]) -> dict:
+    """Run (or resume) animate and track; the wall time reported is the first, uninterrupted
+    run's (kept in RUN/bench_time.json), a resumed run's own time is `resumed_s`."""
     resumed = run.exists()
+    record = run / "bench_time.json"
     wall = scorelift("animate", str(clip / "frames"), "--masks", str(clip / "masks"), "--out", str(run),
                      *(["--resume"] if resumed else []), *overrides)
+    if not record.is_file():
+        record.write_text(json.dumps({"animate_s": wall, "shared_stages_from_another_run": resumed}))
+    first = json.loads(record.read_text())
     track_wall = scorelift("track", str(run), "--queries", str(clip / "queries.npz"), "--out", str(run / "tracks.npz"))
-    return {"animate_s": wall, "track_s": track_wall, "resumed": resumed}
+    return {**first, "track_s": track_wall, "resumed": resumed, **({"resumed_s": wall} if resumed else {})}
 
 
 def share_decomposition(source: Path, run: Path) -> None:

@@ -32,7 +32,7 @@ from core.pipelines.video4d.deformation import DeformationConfig, DeformationFie
 from core.pipelines.video4d.inpaint import inpaint_objects
 from core.pipelines.video4d.motion_stage import MotionConfig, build_motion_stage, object_frames, reference_camera
 from core.pipelines.video4d.objects import ObjectLiftConfig, crop_object, lift_object, lift_prior
-from core.pipelines.video4d.placement import align_depth, init_object_to_world
+from core.pipelines.video4d.placement import align_depth, init_object_to_world, occlusion_disagreements
 from core.pipelines.video4d.placement_stage import PlacementConfig, build_placement_stage, order_in_depth
 from core.pipelines.video4d.scene4d import DynamicObject, Scene4D
 from core.runner import Callbacks, RunFolder, run_stage, seed_everything
@@ -194,7 +194,27 @@ def animate(cfg: AnimateConfig, out_dir: str | Path, callbacks: Callbacks | None
                   folder, callbacks)
     for p in scene.parameters():
         p.requires_grad_(False)
+    # The refinement's depth and smoothness terms can pull an object back through another:
+    # restore the masks' order (pictures unchanged), then check what remains.
+    folder.log({"stage": "occlusion_order_final", **order_in_depth(scene, masks)})
+    wrong = check_occlusion_order(scene, masks)
+    folder.log({"stage": "occlusion_check", "disagreements": len(wrong),
+                "frames": sorted({d.t for d in wrong})})
     return write_outputs(scene, folder.path, clip.names, cfg, write_video)
+
+
+@torch.no_grad()
+def check_occlusion_order(scene: Scene4D, masks: Tensor):
+    """The final scene's depth order against the masks (placement.occlusion_disagreements):
+    each object rendered alone per frame gives its coverage (alpha > 0.5) and depth."""
+    coverage, depth = {}, {}
+    for obj in scene.objects:
+        renders = [scene.render(t, include_background=False, objects=[obj.object_id]) if t >= obj.first_frame else None
+                   for t in range(scene.n_frames)]
+        blank = torch.zeros(scene.height, scene.width)
+        coverage[obj.object_id] = torch.stack([r["alpha"][0, ..., 0] > 0.5 if r else blank.bool() for r in renders])
+        depth[obj.object_id] = torch.stack([r["depth"][0, ..., 0] if r else blank for r in renders])
+    return occlusion_disagreements(masks, coverage, depth)
 
 
 def write_outputs(scene: Scene4D, out: Path, names: list[str], cfg: AnimateConfig, write_video) -> dict[str, Path]:

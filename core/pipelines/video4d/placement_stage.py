@@ -137,7 +137,8 @@ def order_in_depth(scene: Scene4D, masks: Tensor, margin: float = 0.95) -> dict[
     background exceeds `margin` (its 90th percentile over those pixels: the silhouette, where
     the object is deepest, included), the object is pulled toward the camera by margin / ratio
     (`scale_about_camera`, so its picture is unchanged); (2) where two objects overlap, the one
-    the mask shows must be nearer: the other is pushed back by the same rule (median ratio).
+    the masks give more of the overlap must be nearer (both renders may overlap more than the
+    masks do): the other is pushed back by the same rule (median ratio over the overlap).
     Returns the number of moves of each kind."""
     moved = {"in_front_of_background": 0, "behind_other_object": 0}
     for t in range(scene.n_frames):
@@ -155,14 +156,15 @@ def order_in_depth(scene: Scene4D, masks: Tensor, margin: float = 0.95) -> dict[
                     moved["in_front_of_background"] += 1
                     r = scene.render(t, include_background=False, objects=[obj.object_id])
             renders[obj.object_id] = r
-        for front in present:
-            for behind in present:
-                if front is behind:
+        for a_i, first in enumerate(present):
+            for second in present[a_i + 1:]:
+                ra, rb = renders[first.object_id], renders[second.object_id]
+                both = (ra["alpha"][0, ..., 0] > 0.5) & (rb["alpha"][0, ..., 0] > 0.5)
+                votes = {o: int((both & (masks[t] == o.object_id)).sum()) for o in (first, second)}
+                if max(votes.values()) < 4:
                     continue
+                front, behind = (first, second) if votes[first] >= votes[second] else (second, first)
                 rf, rb = renders[front.object_id], renders[behind.object_id]
-                both = (masks[t] == front.object_id) & (rf["alpha"][0, ..., 0] > 0.5) & (rb["alpha"][0, ..., 0] > 0.5)
-                if both.sum() < 4:
-                    continue
                 ratio = float((rb["depth"][0, ..., 0][both] / rf["depth"][0, ..., 0][both]).median())
                 if ratio < 1 / margin:
                     scale_about_camera(behind, t, centre, 1 / (margin * ratio))
