@@ -59,3 +59,19 @@ def test_leak_is_measured_against_the_training_background(plugged):
 
 def test_white_floaters_are_caught():
     assert background_leak(torus_scene(floaters=True)).leak > 0.02
+
+
+def test_an_empty_generated_scene_is_a_user_error_before_any_export(tmp_path):
+    # What "a white torus" came to with the default preset: every Gaussian transparent.
+    import pytest
+
+    from core.errors import UserError
+    from core.pipelines.handoff import export_final
+    from renderers.gaussian.scene import GaussianConfig, GaussianScene
+
+    scene = GaussianScene(GaussianConfig(num_points=500, init_opacity=0.001, render_normals=False))
+    with pytest.raises(UserError, match="empty.*background.kind=random"):
+        export_final(scene, tmp_path, None, ("ply", "glb"))
+    assert not (tmp_path / "model.ply").exists()
+    visible = GaussianScene(GaussianConfig(num_points=500, init_opacity=0.9, render_normals=False))
+    assert export_final(visible, tmp_path, None, ("ply",))["model_ply"].is_file()

@@ -17,6 +17,7 @@ import torch
 
 from core.cameras import Cameras
 from core.config import ConfigError
+from core.errors import UserError
 from core.export.assets import mesh_of
 from core.export.sdf import dmtet_from_mesh
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
@@ -69,6 +70,23 @@ def build_scene(cfg, representation: str, previous, device: torch.device):
     return kind.from_mesh(mesh_of(previous, cfg.handoff), section, device)
 
 
+@torch.no_grad()
+def check_not_empty(scene, threshold: float = 0.5, views: int = 8, size: int = 64) -> None:
+    """Raise a UserError when `scene` renders no pixel with alpha >= `threshold` from `views`
+    cameras around it (elevation 15 deg, radius 2.5): a distillation that ended with nothing,
+    said plainly before an export fails on it (meshing needs alpha >= 0.5 somewhere)."""
+    from core.cameras import orbit_cameras
+
+    cams = orbit_cameras(views, 15.0, 2.5, 45.0, size, size).to(getattr(scene, "device", torch.device("cpu")))
+    alpha = scene.render(cams, torch.ones(3, device=cams.device)).alpha
+    if float(alpha.max()) < threshold:
+        raise UserError(
+            f"the generated object is empty: nothing renders with alpha >= {threshold} from {views} views around it. With the "
+            "built-in presets this happens to objects of the training background's colour (e.g. 'a white "
+            "torus' over the white background, which the opacity regularisers remove because the prior "
+            "cannot tell it from background); try stages.0.background.kind=random")
+
+
 def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, ...] = ("ply", "glb"),
                  options=None) -> dict:
     """Write the final scene as `model.<fmt>` for each format it supports and a turntable;
@@ -83,6 +101,7 @@ def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, 
         # once for every format and the turntable
         scene = remove_floaters(scene, options.floaters)
         options = dataclasses.replace(options, remove_floaters=False)
+    check_not_empty(scene, 0.5 if {"glb", "obj"} & set(formats) else 0.05)
     paths: dict[str, Path | None] = {"config": out / "config.yaml"}
     for fmt in formats:
         if fmt == "splat" and not isinstance(scene, GaussianScene):
