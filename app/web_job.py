@@ -52,8 +52,9 @@ STATES = ("queued", "running", "done", "cancelled", "error")
 @dataclass
 class JobRequest:
     """What the user asked for. kind: 'text' (prompt), 'image' (image: the uploaded file's
-    path) or 'resume' (resume: a run folder's name under the runs folder). seed/steps: None
-    means the preset's. overrides: the free-text box, one `key=value` per line."""
+    path), 'relight' (data_zip or from_run, envmap), 'video' (video or frames_zip, masks_zip
+    and the knobs; app/web_video.py) or 'resume' (resume: a run folder's name under the runs
+    folder). seed/steps: None means the preset's. overrides: the free-text box, one `key=value` per line."""
 
     kind: str
     preset: str = ""
@@ -119,6 +120,13 @@ def internal_error(runs_dir: Path, exc: BaseException) -> str:
         f.write("".join(traceback.format_exception(exc)))
     traceback.print_exception(exc)
     return f"internal error (a bug, not your input): {type(exc).__name__}: {exc}; the traceback is in {log}"
+
+
+def resumed_record(kind: str, record: dict) -> dict:
+    """The record of a run being resumed: what was asked kept, the last ending's fields dropped."""
+    kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
+    return {**new_record(kind, record.get("preset", "")), **kept, "state": "queued", "server": SERVER_ID,
+            "resumed": time.time()}
 
 
 class WebJob:
@@ -349,9 +357,7 @@ class WebJob:
             self._job = self._video.job
             self.export_label = VIDEO_EXPORT_LABEL
             self.run_folder, self.name = folder, name
-            kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
-            self._record = {**new_record("video", record.get("preset", "")), **kept,
-                            "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+            self._record = resumed_record("video", record)
             return
         if record.get("kind") == "relight" or (folder / "model_pbr.ply").is_file() or (folder / "data").is_dir():
             from app.web_relight import RelightSource
@@ -361,9 +367,7 @@ class WebJob:
             self._relight = RelightSource()  # the data (and any uploaded map) are in the run folder already
             self._job = self._relight.job
             self.run_folder, self.name = folder, name
-            kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
-            self._record = {**new_record("relight", record.get("preset", "")), **kept,
-                            "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+            self._record = resumed_record("relight", record)
             return
         import yaml
 
@@ -372,9 +376,7 @@ class WebJob:
         schema, self._job = (ImageTo3DConfig, image_to_3d) if is_image else (TextTo3DConfig, generate)
         self.cfg = load_job_config(schema, str(folder / "config.yaml"), [])
         self.run_folder, self.name = folder, name
-        kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
-        self._record = {**new_record("image" if is_image else "text", record.get("preset", "")), **kept,
-                        "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+        self._record = resumed_record("image" if is_image else "text", record)
 
     def _open_folder(self) -> None:
         if self.run_folder is None:

@@ -319,7 +319,7 @@ def prepare_video(request, preset: str, overrides: list[str], seed, steps, uploa
                             "accepted: use a larger frame stride or a shorter clip")
         if count * width * height > MAX_CLIP_PIXELS:
             raise UserError(f"'{upload.name}' is {count} frames of {width}x{height} px; at most "
-                            f"{MAX_CLIP_PIXELS // 10**6} megapixels in all are decoded: use a larger frame stride or "
+                            f"{MAX_CLIP_PIXELS / 1e6:.0f} megapixels in all are decoded: use a larger frame stride or "
                             "scale the video down")
         if steps is not None:
             for part in (cfg.background, cfg.lift, cfg.motion, cfg.placement):
