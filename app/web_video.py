@@ -182,6 +182,12 @@ def _clip_size(frames: Path, stride: int, upload_name: str) -> tuple[int, int, i
                         ".zip of PNG/JPEG frames") from None
     width, height = meta["size"]
     count = int(round(float(meta.get("duration") or 0) * float(meta.get("fps") or 0)))
+    if count <= 0:  # no duration in the header: let ffmpeg count them (decoded, not kept)
+        try:
+            count = imageio_ffmpeg.count_frames_and_secs(str(frames))[0]
+        except (RuntimeError, OSError) as e:
+            raise UserError(f"'{upload_name}' is not a readable video ({type(e).__name__}); upload an .mp4 or a "
+                            ".zip of PNG/JPEG frames") from None
     return -(-count // stride), width, height
 
 

@@ -212,3 +212,24 @@ def test_a_tiny_clip_runs_to_every_output_and_resumes(clip, tiny_zero123, tmp_pa
     assert resumed.join(300) and resumed.state == "done", resumed.snapshot().status
     assert (folder / "novel_view.mp4").is_file() and read_record(folder)["kind"] == "video"
     assert (folder / "metrics.jsonl").read_text().count("\n") == metrics_lines  # no stage ran again
+
+
+def test_a_running_video_job_cancelled_in_a_lift_resumes_to_the_end(clip, tiny_zero123, tmp_path):
+    runs = tmp_path / "runs"
+    queue = JobQueue(runs)
+    job = queue.submit(video_job(runs, {"frames_zip": clip["frames_zip"], "masks_zip": clip["masks_zip"],
+                                        "max_resolution": "64"},
+                                 [f"lift.prior_model={tiny_zero123}", *TINY_STEPS, "lift.steps=20"]))
+    for update in job.updates(every=0.05, min_gap=0):
+        if "stage 'lift_1'" in update.status and not job.should_stop():
+            queue.cancel(job)
+    assert job.join(120) and job.state == "cancelled", job.snapshot().status
+    folder = job.run_folder
+    assert "Resume" in job.snapshot().status and not (folder / "novel_view.mp4").exists()
+    assert run_state(folder) == "cancelled" and resumable(folder)
+    assert (folder / "objects" / "1" / "lift" / "checkpoints").is_dir()  # the lift stopped mid-way, checkpointed
+    resumed = queue.submit(WebJob(JobRequest("resume", resume=folder.name), runs))
+    assert resumed.state == "queued" and [n for n, _ in resumed._video.stages][1] == "lift_1"
+    assert resumed.join(300) and resumed.state == "done", resumed.snapshot().status
+    assert (folder / "novel_view.mp4").is_file() and (folder / "frames.zip").is_file()
+    assert read_record(folder)["state"] == "done" and list_runs(runs)[0]["state"] == "done"
