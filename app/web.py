@@ -3,8 +3,8 @@ Video to 4D) and a Runs tab, over the same jobs as `scorelift generate`.
 
 A pipeline tab is built by `_job_tab(gr, spec, ...)` from a `TabSpec` (its subject input and
 how that becomes a `JobRequest`, and optionally its own result area); a new pipeline is one
-more TabSpec in `PIPELINE_TABS` plus its job kind in app/web_job.py (Video to 4D: app/web_video.py). Each Generate makes a `WebJob` (checked at
-once: a bad input is one `error:` line and no run folder) and puts it in the server's one
+more TabSpec in `PIPELINE_TABS` plus its job kind in app/web_job.py (Video to 4D:
+app/web_video.py). Each Generate makes a `WebJob` (checked at once: a bad input is one `error:` line and no run folder) and puts it in the server's one
 `JobQueue`; the event then streams the job's progress (bar, stage, step, loss, ETA with the
 export, place in line, the latest preview). The 3D viewers are set once, in a follow-up event
 after the stream ends: a gr.Model3D that is first streamed None and then a path stays blank.
@@ -199,8 +199,9 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{kind}-cancel")
         with gr.Column(scale=1):
             progress = gr.HTML(progress_html(None), elem_id=f"{kind}-progress")
-            preview = gr.Image(label="Latest preview (renders of the views being fitted)" if kind in ("relight", "video")
-                               else "Latest preview (renders; below: where the prior pushes hardest)",
+            fitted = kind in ("relight", "video")
+            preview = gr.Image(label="Latest preview (renders of the views being fitted)" if fitted else
+                               "Latest preview (renders; below: where the prior pushes hardest)",
                                type="filepath", interactive=False, height=300, elem_id=f"{kind}-preview")
     result_outputs, result_values, clear = (spec.results or _model_results)(gr, kind)
     folder = gr.Textbox(label="Run folder", interactive=False, elem_id=f"{kind}-folder")

@@ -8,6 +8,7 @@ other exception is a bug and is reported as "internal error" with the log's path
 
 from __future__ import annotations
 
+import shutil
 import stat
 import types
 import zipfile
@@ -184,3 +185,17 @@ def extract_upload_zip(path: str | Path, dest: str | Path, what: str, hint: str,
             zf.extractall(dest)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
         raise UserError(f"'{name}' is a damaged or unsupported zip ({e})") from None
+
+
+@dataclass
+class TemporaryUpload:
+    """An upload unpacked into the temporary folder `tmp` until its job's run folder exists
+    (the Relight and Video to 4D jobs' sources)."""
+
+    tmp: Path | None = None
+
+    def discard(self) -> None:
+        """Remove the temporary folder (a job cancelled before it started, or a rejected one)."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None

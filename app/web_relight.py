@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.web_inputs import extract_upload_zip
+from app.web_inputs import TemporaryUpload, extract_upload_zip
 from core.errors import UserError
 
 # Uncompressed bytes and entries a dataset zip may hold (a 200-view 800 px NeRF-synthetic
@@ -84,23 +84,16 @@ def resample_envmap(envmap: np.ndarray, height: int = ENVMAP_HEIGHT):
 
 
 @dataclass
-class RelightSource:
+class RelightSource(TemporaryUpload):
     """Where a relight job's views come from: an extracted zip (`extracted`, in a temporary
     folder `tmp` until the run folder exists) or a run folder to render (`from_run`); and the
     uploaded environment map (None: the learned one only)."""
 
     extracted: Path | None = None
-    tmp: Path | None = None
     from_run: Path | None = None
     envmap: np.ndarray | None = None
     views: int = 48
     size: int = 128
-
-    def discard(self) -> None:
-        """Remove the temporary extraction (a job cancelled before it started, or a rejected one)."""
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
 
     def job(self, cfg, out_dir, callbacks=None) -> dict[str, Path]:
         """Run the relight into `out_dir` (fresh or being resumed); returns its outputs."""

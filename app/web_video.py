@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.web_inputs import MAX_UPLOAD, extract_upload_zip, whole_number
+from app.web_inputs import MAX_UPLOAD, TemporaryUpload, extract_upload_zip, whole_number
 from core.errors import UserError
 
 # Uncompressed bytes and entries a frames or masks zip may hold.
@@ -192,19 +192,12 @@ def _clip_size(frames: Path, stride: int, upload_name: str) -> tuple[int, int, i
 
 
 @dataclass
-class VideoSource:
+class VideoSource(TemporaryUpload):
     """A video job's inputs: `tmp/input/` (the video file or frames/, and masks/) until the run
     folder exists; the object ids and the stage plan [(stage, steps)] the progress bar counts."""
 
-    tmp: Path | None = None
     object_ids: list[int] = field(default_factory=list)
     stages: list[tuple[str, int]] = field(default_factory=list)
-
-    def discard(self) -> None:
-        """Remove the temporary inputs (a job cancelled before it started, or a rejected one)."""
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
 
     def job(self, cfg, out_dir, callbacks=None) -> dict[str, Path]:
         """Run `animate` into `out_dir` (fresh or resumed); returns its files for the page."""

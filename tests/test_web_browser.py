@@ -138,6 +138,16 @@ def wait_drawn(page, selector, timeout=180.0, minimum=0.01) -> float:
     return fraction
 
 
+def downloads(page, kind: str) -> dict[str, bytes]:
+    """{file name: bytes} of every link in the tab's Downloads, fetched as the browser would."""
+    links = page.locator(f"#{kind}-files a[download]")
+    names = {}
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href")
+        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    return names
+
+
 def run_dirs(runs: Path) -> set[str]:
     return {p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
@@ -177,11 +187,7 @@ def test_defaults_run_to_a_drawn_mesh_splat_and_downloads(page, server, artefact
 
     folder = Path(page.input_value("#text-folder :is(textarea,input)"))
     assert folder.parent == server["runs"] and (folder / "model.glb").is_file()
-    links = page.locator("#text-files a[download]")
-    names = {}
-    for i in range(links.count()):
-        href = links.nth(i).get_attribute("href")
-        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    names = downloads(page, "text")
     for name in ("model.glb", "model.ply", "config.yaml", "turntable.mp4"):
         on_disk = next(folder.rglob(name)).read_bytes()
         assert names.get(name) == on_disk, f"download of {name} differs from the run's file"
@@ -317,11 +323,7 @@ def test_relight_a_zipped_dataset_under_an_uploaded_map(page, server, artefacts,
     assert "gaussians" in page.inner_text("#relight-metrics")
     folder = Path(page.input_value("#relight-folder :is(textarea,input)"))
     assert folder.parent == server["runs"] and folder.name.startswith("relight-red-cube-")
-    links = page.locator("#relight-files a[download]")
-    names = {}
-    for i in range(links.count()):
-        href = links.nth(i).get_attribute("href")
-        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    names = downloads(page, "relight")
     for name in ("model_pbr.ply", "environment.hdr", "model.glb"):
         assert names.get(name) == (folder / name).read_bytes(), f"download of {name} differs from the run's file"
     # the turntable shown is the one under the uploaded map
@@ -371,11 +373,7 @@ def test_video_to_4d_from_zipped_frames_and_masks(page, server, artefacts, tmp_p
     assert shown == (folder / "novel_view.mp4").read_bytes()
     first = page.locator("#video-reconstruction img").first.get_attribute("src")
     assert page.request.get(first).body() == (folder / "reconstruction" / "frame_0000.png").read_bytes()
-    links = page.locator("#video-files a[download]")
-    names = {}
-    for i in range(links.count()):
-        href = links.nth(i).get_attribute("href")
-        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    names = downloads(page, "video")
     for name in ("frames.zip", "cameras.json", "novel_view.mp4"):
         assert names.get(name) == (folder / name).read_bytes(), f"download of {name} differs from the run's file"
     assert "novel_view.mp4" in page.inner_text("#video-metrics")  # key_metrics' file sizes
