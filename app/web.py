@@ -5,9 +5,10 @@ A pipeline tab is built by `_job_tab(gr, spec, ...)` from a `TabSpec` (its subje
 how that becomes a `JobRequest`, and optionally its own result area); a new pipeline is one
 more TabSpec in `PIPELINE_TABS` plus its job kind in app/web_job.py (Video to 4D:
 app/web_video.py). Each Generate makes a `WebJob` (checked at once: a bad input is one
-`error:` line and no run folder) and puts it in the server's one `JobQueue`; the event then streams the job's progress (bar, stage, step, loss, ETA with the
-export, place in line, the latest preview). The 3D viewers are set once, in a follow-up event
-after the stream ends: a gr.Model3D that is first streamed None and then a path stays blank.
+`error:` line and no run folder) and puts it in the server's one `JobQueue`; the event then
+streams the job's progress (bar, stage, step, loss, ETA with the export, place in line, the
+latest preview). The 3D viewers are set once, in a follow-up event after the stream ends: a
+gr.Model3D that is first streamed None and then a path stays blank.
 
 Security: `launch` serves on 127.0.0.1 unless told otherwise, serves no file outside the
 runs folder (allowed_paths) besides Gradio's own upload cache, caps uploads at MAX_UPLOAD, and
