@@ -10,12 +10,13 @@ from app.cli_options import CLIError
 
 def add_web_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "web", help="the web app: text-to-3D and image-to-3D in the browser, and the past runs",
-        description="Serve a Gradio page with a tab per pipeline (text to 3D, image to 3D: preset, seed, steps, "
-                    "overrides; progress with ETA and previews; the mesh and splat in 3D viewers, the turntable, "
-                    "the files and key metrics when done) and a Runs tab (past run folders; resume a stopped "
-                    "one). Jobs run one at a time, in order, into RUNS/generate-<slug>-<time>/. It listens on "
-                    "127.0.0.1 only unless --host says otherwise, and serves no file outside RUNS.",
+        "web", help="the web app: text-to-3D, image-to-3D, relight and video-to-4D in the browser, and the past runs",
+        description="Serve a Gradio page with a tab per pipeline (text to 3D, image to 3D, relight, video to 4D: "
+                    "preset, seed, steps, overrides; progress with ETA and previews; the mesh and splat in 3D "
+                    "viewers and the turntable, or the novel-view video and re-rendered frames, the files and key "
+                    "metrics when done) and a Runs tab (past run folders; resume a stopped one). Jobs run one at a "
+                    "time, in order, into RUNS/<command>-<name>-<time>/. It listens on 127.0.0.1 only unless "
+                    "--host says otherwise, and serves no file outside RUNS.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides applied to every job the page starts (before the page's own)")

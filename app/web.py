@@ -1,13 +1,14 @@
-"""The Gradio web app (`scorelift web`): one tab per pipeline (Text to 3D, Image to 3D, Relight)
-and a Runs tab, over the same jobs as `scorelift generate`.
+"""The Gradio web app (`scorelift web`): one tab per pipeline (Text to 3D, Image to 3D, Relight,
+Video to 4D) and a Runs tab, over the same jobs as `scorelift generate`.
 
 A pipeline tab is built by `_job_tab(gr, spec, ...)` from a `TabSpec` (its subject input and
-how that becomes a `JobRequest`); a new pipeline (e.g. Video to 4D) is one more TabSpec in
-`PIPELINE_TABS` plus its job kind in app/web_job.py. Each Generate makes a `WebJob` (checked at
-once: a bad input is one `error:` line and no run folder) and puts it in the server's one
-`JobQueue`; the event then streams the job's progress (bar, stage, step, loss, ETA with the
-export, place in line, the latest preview). The 3D viewers are set once, in a follow-up event
-after the stream ends: a gr.Model3D that is first streamed None and then a path stays blank.
+how that becomes a `JobRequest`, and optionally its own result area); a new pipeline is one
+more TabSpec in `PIPELINE_TABS` plus its job kind in app/web_job.py (Video to 4D:
+app/web_video.py). Each Generate makes a `WebJob` (checked at once: a bad input is one
+`error:` line and no run folder) and puts it in the server's one `JobQueue`; the event then
+streams the job's progress (bar, stage, step, loss, ETA with the export, place in line, the
+latest preview). The 3D viewers are set once, in a follow-up event after the stream ends: a
+gr.Model3D that is first streamed None and then a path stays blank.
 
 Security: `launch` serves on 127.0.0.1 unless told otherwise, serves no file outside the
 runs folder (allowed_paths) besides Gradio's own upload cache, caps uploads at MAX_UPLOAD, and
@@ -28,11 +29,14 @@ from app.web_inputs import MAX_IMAGE_SIDE, MAX_UPLOAD, presets_for, upload_root
 from app.web_job import JobRequest, WebJob, WebUpdate
 from app.web_queue import JobQueue
 from app.web_runs import key_metrics, list_runs, read_record, resumable, run_state
+from app.web_video import video_inputs, video_request_fields, video_results
 
 __all__ = ["build_app", "launch", "presets_for", "progress_html"]
 
 DEFAULT_PRESETS = {"text": "text_to_3d/gaussian_sds", "image": "image_to_3d/gaussian_zero123",
-                   "relight": "relight/progressive"}
+                   "relight": "relight/progressive", "video": "video4d/dreamscene4d"}
+OVERRIDE_EXAMPLES = {"*": "turntable_frames=24\nprior.model=<hub id or folder>",
+                     "video": "motion.steps=100\nlift.prior_model=<Zero123 hub id or folder>"}
 RUN_COLUMNS = ["run", "state", "kind", "subject", "preset", "when", "files"]
 SPLAT_LABELS = {"relight": "Gaussian splat (centred copy of model_pbr.ply's radiance colours)"}
 SPLAT_LABEL = "Gaussian splat (centred copy of model.ply)"
@@ -46,13 +50,15 @@ class TabSpec:
     component(s) (one, or a list); `request_fields(*values)` turns their raw values into
     JobRequest fields;
     `preprocess` is False when the raw upload must reach our own checks (an image that does
-    not decode is our message, not Gradio's bare "Error")."""
+    not decode is our message, not Gradio's bare "Error"). `results(gr, kind)` builds the
+    result area and returns (components, values(job), cleared values); None: the 3D viewers."""
 
     kind: str
     title: str
     subject: Callable
     request_fields: Callable
     preprocess: bool = True
+    results: Callable | None = None
 
 
 def _upload_path(value) -> str | None:
@@ -95,6 +101,7 @@ PIPELINE_TABS = [
     TabSpec("relight", "Relight", _relight_inputs,
             lambda data, run, envmap: {"data_zip": _upload_path(data), "from_run": run or "",
                                        "envmap": _upload_path(envmap)}, preprocess=False),
+    TabSpec("video", "Video to 4D", video_inputs, video_request_fields, preprocess=False, results=video_results),
 ]
 
 
@@ -174,6 +181,7 @@ def _session(request) -> str:
 def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
     """The controls, outputs and events of one pipeline tab."""
     kind = spec.kind
+    api = f"{kind}_to_4d" if kind == "video" else f"{kind}_to_3d"
     with gr.Row():
         with gr.Column(scale=1):
             subjects = spec.subject(gr, web)
@@ -185,16 +193,43 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
                 steps = gr.Textbox(label="Steps per stage", placeholder="empty: the preset's",
                                    elem_id=f"{kind}-steps")
             overrides = gr.Textbox(label="Overrides (key=value, one per line, as on the command line)", lines=2,
-                                   placeholder="turntable_frames=24\nprior.model=<hub id or folder>",
+                                   placeholder=OVERRIDE_EXAMPLES.get(kind, OVERRIDE_EXAMPLES["*"]),
                                    elem_id=f"{kind}-overrides")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id=f"{kind}-cancel")
         with gr.Column(scale=1):
             progress = gr.HTML(progress_html(None), elem_id=f"{kind}-progress")
-            preview = gr.Image(label="Latest preview (renders of the views being fitted)" if kind == "relight" else
+            fitted = kind in ("relight", "video")
+            preview = gr.Image(label="Latest preview (renders of the views being fitted)" if fitted else
                                "Latest preview (renders; below: where the prior pushes hardest)",
                                type="filepath", interactive=False, height=300, elem_id=f"{kind}-preview")
+    result_outputs, result_values, clear = (spec.results or _model_results)(gr, kind)
+    folder = gr.Textbox(label="Run folder", interactive=False, elem_id=f"{kind}-folder")
+
+    def start(request: gr.Request, *values):
+        *subject_values, preset_value, seed_value, steps_value, overrides_value = values
+        job = web.submit(kind, _session(request), preset=preset_value or "", seed=seed_value, steps=steps_value,
+                         overrides=overrides_value or "", **spec.request_fields(*subject_values))
+        yield from web.follow(job)
+
+    def results(request: gr.Request):
+        return result_values(web.jobs.get((_session(request), kind)))
+
+    (generate.click(clear, None, result_outputs, queue=False)
+     .then(start, [*subjects, preset, seed, steps, overrides], [progress, preview, folder],
+           preprocess=spec.preprocess, concurrency_limit=None, show_progress="hidden",
+           api_name=api)
+     .then(results, None, result_outputs, show_progress="hidden"))
+    def stop(request: gr.Request):
+        web.cancel(_session(request), kind)
+
+    cancel.click(stop, None, None, queue=False, api_name=f"cancel_{api}")
+
+
+def _model_results(gr, kind: str):
+    """The 3D tabs' result area: mesh and splat viewers, turntable, downloads, key metrics.
+    Returns (components, values(job), cleared values)."""
     with gr.Row(equal_height=True):
         mesh = gr.Model3D(label="Mesh with PBR textures (model.glb)" if kind == "relight" else "Mesh (model.glb)",
                           height=360, elem_id=f"{kind}-mesh",
@@ -208,30 +243,11 @@ def _job_tab(gr, spec: TabSpec, web: WebApp) -> None:
     with gr.Row():
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id=f"{kind}-files")
         metrics = gr.JSON(label="Key metrics", elem_id=f"{kind}-metrics")
-    folder = gr.Textbox(label="Run folder", interactive=False, elem_id=f"{kind}-folder")
-
-    def start(request: gr.Request, *values):
-        *subject_values, preset_value, seed_value, steps_value, overrides_value = values
-        job = web.submit(kind, _session(request), preset=preset_value or "", seed=seed_value, steps=steps_value,
-                         overrides=overrides_value or "", **spec.request_fields(*subject_values))
-        yield from web.follow(job)
-
-    def results(request: gr.Request):
-        return _result_values(web.jobs.get((_session(request), kind)))
 
     def clear():
         return None, gr.update(value=None, label=splat_label), None, None, None
 
-    result_outputs = [mesh, splat, video, files, metrics]
-    (generate.click(clear, None, result_outputs, queue=False)
-     .then(start, [*subjects, preset, seed, steps, overrides], [progress, preview, folder],
-           preprocess=spec.preprocess, concurrency_limit=None, show_progress="hidden",
-           api_name=f"{kind}_to_3d")
-     .then(results, None, result_outputs, show_progress="hidden"))
-    def stop(request: gr.Request):
-        web.cancel(_session(request), kind)
-
-    cancel.click(stop, None, None, queue=False, api_name=f"cancel_{kind}_to_3d")
+    return [mesh, splat, video, files, metrics], _result_values, clear
 
 
 def _runs_tab(gr, web: WebApp) -> None:
@@ -268,7 +284,8 @@ def _runs_tab(gr, web: WebApp) -> None:
                 "metrics": key_metrics(folder, record)}
         config_text = (folder / "config.yaml").read_text() if (folder / "config.yaml").is_file() else ""
         shown = [p for p in sorted(folder.glob("model.*")) if p.is_file()]
-        shown += [p for p in (folder / "config.yaml", folder / "turntable" / "turntable.mp4") if p.is_file()]
+        shown += [p for p in (folder / "config.yaml", folder / "turntable" / "turntable.mp4", folder / "novel_view.mp4",
+                              folder / "frames.zip", folder / "cameras.json") if p.is_file()]
         shown += sorted(p for p in (folder / "checkpoints").glob("*.pt")) if state != "done" else []
         return json.loads(json.dumps(info, default=str)), config_text, [str(p) for p in shown] or None
 

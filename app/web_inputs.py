@@ -8,9 +8,12 @@ other exception is a bug and is reported as "internal error" with the log's path
 
 from __future__ import annotations
 
+import shutil
+import stat
 import types
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -24,10 +27,10 @@ MAX_UPLOAD = "25mb"
 
 
 def presets_for(kind: str) -> list[str]:
-    """Shipped presets of a job kind ('text', 'image' or 'relight'), CPU presets first, then gpu/ ones."""
+    """Shipped presets of a job kind ('text', 'image', 'relight' or 'video'), CPU presets first, then gpu/ ones."""
     from core.config import list_presets
 
-    folder = {"text": "text_to_3d/", "image": "image_to_3d/", "relight": "relight/"}[kind]
+    folder = {"text": "text_to_3d/", "image": "image_to_3d/", "relight": "relight/", "video": "video4d/"}[kind]
     names = list_presets()
     return [n for n in names if n.startswith(folder)] + [n for n in names if n.startswith("gpu/" + folder)]
 
@@ -145,3 +148,54 @@ def check_prompt_words(prior_cfg, prompt: str) -> None:
         StableDiffusionPrior.check_vocabulary(types.SimpleNamespace(tokenizer=tokenizer), prompt)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _check_zip_member(info: zipfile.ZipInfo, zip_name: str, hint: str) -> None:
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise UserError(f"'{zip_name}' holds '{info.filename}', a path outside the zip's folder; {hint} "
+                        "(relative paths only)")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UserError(f"'{zip_name}' holds a symbolic link '{info.filename}'; zip the files themselves")
+
+
+def extract_upload_zip(path: str | Path, dest: str | Path, what: str, hint: str, max_bytes: int,
+                       max_members: int) -> None:
+    """Extract the uploaded zip at `path` into the existing folder `dest` after vetting every
+    member: UserError when it is not a zip (`what` says what it should hold), is damaged, holds
+    an absolute path, a `..` or a link (`hint` says how to zip it instead), more than
+    `max_members` entries or more than `max_bytes` uncompressed."""
+    path, dest = Path(path), Path(dest)
+    name = path.name
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"'{name}' is not a zip file; upload a .zip of {what}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if len(infos) > max_members:
+                raise UserError(f"'{name}' holds {len(infos)} entries; at most {max_members} are accepted")
+            total = sum(info.file_size for info in infos)
+            if total > max_bytes:
+                raise UserError(f"'{name}' unpacks to {total / 2**20:.0f} MiB; at most "
+                                f"{max_bytes / 2**20:.0f} MiB are accepted")
+            for info in infos:
+                _check_zip_member(info, name, hint)
+            # zipfile reads at most each member's stated size, so `total` bounds what is written.
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
+        raise UserError(f"'{name}' is a damaged or unsupported zip ({e})") from None
+
+
+@dataclass
+class TemporaryUpload:
+    """An upload unpacked into the temporary folder `tmp` until its job's run folder exists
+    (the Relight and Video to 4D jobs' sources)."""
+
+    tmp: Path | None = None
+
+    def discard(self) -> None:
+        """Remove the temporary folder (a job cancelled before it started, or a rejected one)."""
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None

@@ -44,6 +44,7 @@ WEB_TURNTABLE_FPS = 16.0
 # text preset's export measured 70 s on a busy 2-core CPU, see docs/web.md).
 EXPORT_GUESS_S = 60.0
 RATE_WINDOW = 50  # steps the training ETA's speed is measured over
+VIDEO_EXPORT_LABEL = "writing the per-frame splats, the re-rendered frames and the novel-view video"
 
 STATES = ("queued", "running", "done", "cancelled", "error")
 
@@ -51,8 +52,9 @@ STATES = ("queued", "running", "done", "cancelled", "error")
 @dataclass
 class JobRequest:
     """What the user asked for. kind: 'text' (prompt), 'image' (image: the uploaded file's
-    path) or 'resume' (resume: a run folder's name under the runs folder). seed/steps: None
-    means the preset's. overrides: the free-text box, one `key=value` per line."""
+    path), 'relight' (data_zip or from_run, envmap), 'video' (video or frames_zip, masks_zip
+    and the knobs; app/web_video.py) or 'resume' (resume: a run folder's name under the runs
+    folder). seed/steps: None means the preset's. overrides: the free-text box, one `key=value` per line."""
 
     kind: str
     preset: str = ""
@@ -65,6 +67,12 @@ class JobRequest:
     data_zip: str | None = None    # relight: the uploaded dataset .zip, or
     from_run: str = ""             # relight: a run folder's name under the runs folder
     envmap: str | None = None      # relight: an uploaded environment map (.hdr/.exr/.npy), optional
+    video: str | None = None       # video: an uploaded video file, or
+    frames_zip: str | None = None  # video: a .zip of its frames
+    masks_zip: str | None = None   # video: a .zip of the instance masks
+    fov: float | str | None = None             # video: horizontal field of view (degrees); None: 60
+    max_resolution: int | str | None = None    # video: None means the preset's
+    stride: int | str | None = None            # video: None means the preset's (1)
 
 
 @dataclass
@@ -114,6 +122,13 @@ def internal_error(runs_dir: Path, exc: BaseException) -> str:
     return f"internal error (a bug, not your input): {type(exc).__name__}: {exc}; the traceback is in {log}"
 
 
+def resumed_record(kind: str, record: dict) -> dict:
+    """The record of a run being resumed: what was asked kept, the last ending's fields dropped."""
+    kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
+    return {**new_record(kind, record.get("preset", "")), **kept, "state": "queued", "server": SERVER_ID,
+            "resumed": time.time()}
+
+
 class WebJob:
     """One job of the page (see the module docstring). The runner's Callbacks."""
 
@@ -140,7 +155,8 @@ class WebJob:
         self._recent: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
         self._training_end: float | None = None
         self._record: dict = {}
-        self.cfg = self._job = self._image = self._relight = None
+        self.cfg = self._job = self._image = self._relight = self._video = None
+        self.export_label = "exporting the mesh, the splat and the turntable"
         self.name = ""
         try:
             self._prepare(list(base_overrides))
@@ -150,9 +166,10 @@ class WebJob:
             self._finish("error", internal_error(self.runs_dir, e))
         else:
             offset = 0
-            for stage in self.cfg.stages:
-                self._stage_offsets[stage.name] = offset
-                offset += stage.steps
+            plan = self._video.stages if self._video else [(s.name, s.steps) for s in self.cfg.stages]
+            for name, steps in plan:
+                self._stage_offsets[name] = offset
+                offset += steps
             self._total_steps = offset
 
     # --- control -------------------------------------------------------------------------------
@@ -171,8 +188,9 @@ class WebJob:
         with self._changed:
             if self._state == "queued":
                 self._state, self._message = "cancelled", "cancelled before it started; nothing was written"
-                if self._relight is not None:
-                    self._relight.discard()  # the zip's temporary extraction
+                for source in (self._relight, self._video):
+                    if source is not None:
+                        source.discard()  # the zip's temporary extraction
         self._notify()
 
     def set_position(self, position: int) -> None:
@@ -273,13 +291,22 @@ class WebJob:
         if r.kind == "resume":
             self._prepare_resume()
             return
-        if r.kind not in ("text", "image", "relight"):
-            raise UserError(f"unknown job kind '{r.kind}': use 'text', 'image', 'relight' or 'resume'")
+        if r.kind not in ("text", "image", "relight", "video"):
+            raise UserError(f"unknown job kind '{r.kind}': use 'text', 'image', 'relight', 'video' or 'resume'")
         if r.preset not in presets_for(r.kind):
             raise UserError(f"no preset '{r.preset}' for this tab; pick one of {', '.join(presets_for(r.kind))}")
-        overrides = [*WEB_DEFAULTS, *base_overrides, *parse_overrides(r.overrides)]
+        # The page's turntable defaults are keys of the 3D jobs; a video job writes no turntable.
+        overrides = [*(WEB_DEFAULTS if r.kind != "video" else ()), *base_overrides, *parse_overrides(r.overrides)]
         seed = whole_number(r.seed, "the seed", 0)
         steps = whole_number(r.steps, "steps per stage", 1)
+        if r.kind == "video":
+            from app.web_video import prepare_video
+
+            self.cfg, self.name, self._video = prepare_video(r, r.preset, overrides, seed, steps, self.upload_root)
+            self._job = self._video.job
+            self.export_label = VIDEO_EXPORT_LABEL
+            self._record = new_record("video", r.preset, image=Path(r.video or r.frames_zip).name)
+            return
         if r.kind == "relight":
             from app.web_relight import prepare_relight
 
@@ -323,6 +350,15 @@ class WebJob:
             raise UserError(f"run {name} cannot be resumed: only a stopped or cancelled run with checkpoints "
                             "and a config.yaml can")
         record = read_record(folder) or {}
+        if record.get("kind") == "video" or (folder / "input" / "masks").is_dir():
+            from app.web_video import prepare_video_resume
+
+            self.cfg, self._video = prepare_video_resume(folder)
+            self._job = self._video.job
+            self.export_label = VIDEO_EXPORT_LABEL
+            self.run_folder, self.name = folder, name
+            self._record = resumed_record("video", record)
+            return
         if record.get("kind") == "relight" or (folder / "model_pbr.ply").is_file() or (folder / "data").is_dir():
             from app.web_relight import RelightSource
             from core.pipelines.relight import RelightConfig
@@ -331,9 +367,7 @@ class WebJob:
             self._relight = RelightSource()  # the data (and any uploaded map) are in the run folder already
             self._job = self._relight.job
             self.run_folder, self.name = folder, name
-            kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
-            self._record = {**new_record("relight", record.get("preset", "")), **kept,
-                            "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+            self._record = resumed_record("relight", record)
             return
         import yaml
 
@@ -342,13 +376,12 @@ class WebJob:
         schema, self._job = (ImageTo3DConfig, image_to_3d) if is_image else (TextTo3DConfig, generate)
         self.cfg = load_job_config(schema, str(folder / "config.yaml"), [])
         self.run_folder, self.name = folder, name
-        kept = {k: v for k, v in record.items() if k not in ("message", "ended", "train_s", "export_s", "total_s")}
-        self._record = {**new_record("image" if is_image else "text", record.get("preset", "")), **kept,
-                        "state": "queued", "server": SERVER_ID, "resumed": time.time()}
+        self._record = resumed_record("image" if is_image else "text", record)
 
     def _open_folder(self) -> None:
         if self.run_folder is None:
-            self.run_folder = new_run_folder(self.runs_dir, self.name, "relight" if self._relight else "generate")
+            command = "relight" if self._relight else "animate" if self._video else "generate"
+            self.run_folder = new_run_folder(self.runs_dir, self.name, command)
             if self._image is not None:
                 # The upload lives in Gradio's cache; the run keeps its own copy so config.yaml stays true.
                 self.cfg.image = str(self._image.save(self.run_folder / "input.png"))
@@ -364,7 +397,8 @@ class WebJob:
         turntable = outputs.get("turntable")
         if turntable is not None:
             retime_turntable(turntable, WEB_TURNTABLE_FPS)
-        view = write_view_splat(self.run_folder, source="model_pbr.ply" if self._relight else "model.ply")
+        view = None if self._video else write_view_splat(self.run_folder,
+                                                          source="model_pbr.ply" if self._relight else "model.ply")
         if view is not None:
             outputs["view_splat"] = view
         self._outputs = outputs
@@ -419,7 +453,7 @@ class WebJob:
             exporting = now - self._training_end
             train = self._training_end - self._started
             left = max(export - exporting, 0.0)
-            parts[0] = "exporting the mesh, the splat and the turntable"
+            parts[0] = self.export_label
             parts.append(f"ETA ~{format_duration(left)}" if left > 0 else "ETA: any moment")
             return " · ".join(parts), min(0.99, (train + exporting) / (train + export))
         done = self._stage_offsets.get(stage, 0) + step

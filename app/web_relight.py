@@ -20,14 +20,13 @@ page then shows; the learned environment's turntable stays as `turntable_learned
 from __future__ import annotations
 
 import shutil
-import stat
 import tempfile
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from app.web_inputs import TemporaryUpload, extract_upload_zip
 from core.errors import UserError
 
 # Uncompressed bytes and entries a dataset zip may hold (a 200-view 800 px NeRF-synthetic
@@ -42,44 +41,14 @@ SKIPPED_TOP = ("__MACOSX",)
 FROM_RUN_VIEWS, FROM_RUN_SIZE = 48, 128
 
 
-def _upload_name(path: Path) -> str:
-    return path.name
-
-
-def _check_member(info: zipfile.ZipInfo, zip_name: str) -> None:
-    name = info.filename.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise UserError(f"'{zip_name}' holds '{info.filename}', a path outside the zip's folder; "
-                        "zip the dataset folder itself (relative paths only)")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise UserError(f"'{zip_name}' holds a symbolic link '{info.filename}'; zip the files themselves")
-
-
 def extract_dataset_zip(path: str | Path, dest: str | Path) -> Path:
     """Extract the dataset zip at `path` into `dest` (which must exist) after vetting every
     member; returns the folder holding transforms_train.json (dest itself or its one top
     folder). UserError when it is not a zip, is unsafe or too large, or holds no dataset."""
     path, dest = Path(path), Path(dest)
-    name = _upload_name(path)
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"'{name}' is not a zip file; upload a .zip of a Blender dataset folder "
-                        "(transforms_train.json + images)")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_ZIP_MEMBERS:
-                raise UserError(f"'{name}' holds {len(infos)} entries; at most {MAX_ZIP_MEMBERS} are accepted")
-            total = sum(info.file_size for info in infos)
-            if total > MAX_ZIP_BYTES:
-                raise UserError(f"'{name}' unpacks to {total / 2**20:.0f} MiB; at most "
-                                f"{MAX_ZIP_BYTES / 2**20:.0f} MiB are accepted")
-            for info in infos:
-                _check_member(info, name)
-            # zipfile reads at most each member's stated size, so `total` bounds what is written.
-            zf.extractall(dest)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as e:
-        raise UserError(f"'{name}' is a damaged or unsupported zip ({e})") from None
+    name = path.name
+    extract_upload_zip(path, dest, "a Blender dataset folder (transforms_train.json + images)",
+                       "zip the dataset folder itself", MAX_ZIP_BYTES, MAX_ZIP_MEMBERS)
     if (dest / "transforms_train.json").is_file():
         return dest
     tops = [p for p in dest.iterdir() if p.name not in SKIPPED_TOP and not p.name.startswith(".")]
@@ -115,23 +84,16 @@ def resample_envmap(envmap: np.ndarray, height: int = ENVMAP_HEIGHT):
 
 
 @dataclass
-class RelightSource:
+class RelightSource(TemporaryUpload):
     """Where a relight job's views come from: an extracted zip (`extracted`, in a temporary
     folder `tmp` until the run folder exists) or a run folder to render (`from_run`); and the
     uploaded environment map (None: the learned one only)."""
 
     extracted: Path | None = None
-    tmp: Path | None = None
     from_run: Path | None = None
     envmap: np.ndarray | None = None
     views: int = 48
     size: int = 128
-
-    def discard(self) -> None:
-        """Remove the temporary extraction (a job cancelled before it started, or a rejected one)."""
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp = None
 
     def job(self, cfg, out_dir, callbacks=None) -> dict[str, Path]:
         """Run the relight into `out_dir` (fresh or being resumed); returns its outputs."""

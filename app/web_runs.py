@@ -45,8 +45,9 @@ def has_checkpoint(folder: Path) -> bool:
 
 
 def model_files(folder: Path) -> list[Path]:
-    """model.* and a relight run's model_pbr.ply."""
-    return sorted(p for p in [*folder.glob("model.*"), folder / "model_pbr.ply"] if p.is_file())
+    """model.*, a relight run's model_pbr.ply and an animate run's novel_view.mp4."""
+    return sorted(p for p in [*folder.glob("model.*"), folder / "model_pbr.ply", folder / "novel_view.mp4"]
+                  if p.is_file())
 
 
 def run_state(folder: Path, record: dict | None = None) -> str:

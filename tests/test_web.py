@@ -47,6 +47,9 @@ def test_build_app_constructs_without_launching(tmp_path):
     assert "text_to_3d/gaussian_sds" in presets_for("text") and "gpu/text_to_3d/polish" in presets_for("text")
     assert presets_for("image")[0] == "image_to_3d/gaussian_zero123"
     assert presets_for("relight") == ["relight/pbr_only", "relight/progressive"]
+    assert presets_for("video") == ["video4d/dreamscene4d"]
+    assert {"video-file", "video-frames-zip", "video-masks-zip", "video-novel-view", "video-reconstruction"} <= {
+        b.elem_id for b in app.blocks.values()}
     assert not list(tmp_path.iterdir())  # building the page writes nothing
 
 

@@ -19,11 +19,16 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless=new", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-COMMON = ["turntable_frames=6", "turntable_size=64", "preview_every=1", "checkpoint_every=1"]
+COMMON = ["preview_every=1", "checkpoint_every=1"]
 EXPORT = ["export_options.resolution=24", "export_options.texture_size=32"]
-TINY = {"*": COMMON, "text": ["stages.0.steps=6", *EXPORT], "image": ["stages.0.steps=2", "stages.1.steps=1", *EXPORT],
+TURNTABLE = ["turntable_frames=6", "turntable_size=64"]  # keys of the 3D jobs (a video job has no turntable)
+TINY = {"*": COMMON, "text": ["stages.0.steps=6", *TURNTABLE, *EXPORT],
+        "image": ["stages.0.steps=2", "stages.1.steps=1", *TURNTABLE, *EXPORT],
         "relight": ["stages.0.steps=4", "stages.1.steps=2", "stages.2.steps=2", "stages.3.steps=2", "glb_resolution=24",
-                    "glb_texture_size=32", "renderer.gaussian.num_points=300", "renderer.pbr.env_height=8"]}
+                    "glb_texture_size=32", "renderer.gaussian.num_points=300", "renderer.pbr.env_height=8", *TURNTABLE],
+        # + lift.prior_model=<a tiny Zero123>, built by the server fixture
+        "video": ["crop_size=32", "background.steps=2", "lift.steps=2", "motion.steps=2", "motion.sds_every=2",
+                  "placement.steps=2"]}
 FINAL = ("done", "error", "cancelled")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -50,9 +55,13 @@ def server(tmp_path_factory):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from app.web import launch
 
+    from core.priors.tiny import build_tiny_zero123
+
     runs = tmp_path_factory.mktemp("runs")
+    zero123 = build_tiny_zero123(tmp_path_factory.mktemp("zero123") / "zero123")
+    overrides = {**TINY, "video": [*TINY["video"], f"lift.prior_model={zero123}"]}
     port = free_port()
-    app = launch("127.0.0.1", port, False, runs, job_overrides=TINY, prevent_thread_lock=True)
+    app = launch("127.0.0.1", port, False, runs, job_overrides=overrides, prevent_thread_lock=True)
     yield {"url": f"http://127.0.0.1:{port}", "runs": runs, "app": app}
     app.close()
 
@@ -129,6 +138,16 @@ def wait_drawn(page, selector, timeout=180.0, minimum=0.01) -> float:
     return fraction
 
 
+def downloads(page, kind: str) -> dict[str, bytes]:
+    """{file name: bytes} of every link in the tab's Downloads, fetched as the browser would."""
+    links = page.locator(f"#{kind}-files a[download]")
+    names = {}
+    for i in range(links.count()):
+        href = links.nth(i).get_attribute("href")
+        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    return names
+
+
 def run_dirs(runs: Path) -> set[str]:
     return {p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
@@ -168,11 +187,7 @@ def test_defaults_run_to_a_drawn_mesh_splat_and_downloads(page, server, artefact
 
     folder = Path(page.input_value("#text-folder :is(textarea,input)"))
     assert folder.parent == server["runs"] and (folder / "model.glb").is_file()
-    links = page.locator("#text-files a[download]")
-    names = {}
-    for i in range(links.count()):
-        href = links.nth(i).get_attribute("href")
-        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    names = downloads(page, "text")
     for name in ("model.glb", "model.ply", "config.yaml", "turntable.mp4"):
         on_disk = next(folder.rglob(name)).read_bytes()
         assert names.get(name) == on_disk, f"download of {name} differs from the run's file"
@@ -308,17 +323,60 @@ def test_relight_a_zipped_dataset_under_an_uploaded_map(page, server, artefacts,
     assert "gaussians" in page.inner_text("#relight-metrics")
     folder = Path(page.input_value("#relight-folder :is(textarea,input)"))
     assert folder.parent == server["runs"] and folder.name.startswith("relight-red-cube-")
-    links = page.locator("#relight-files a[download]")
-    names = {}
-    for i in range(links.count()):
-        href = links.nth(i).get_attribute("href")
-        names[href.rsplit("/", 1)[-1]] = page.request.get(href).body()
+    names = downloads(page, "relight")
     for name in ("model_pbr.ply", "environment.hdr", "model.glb"):
         assert names.get(name) == (folder / name).read_bytes(), f"download of {name} differs from the run's file"
     # the turntable shown is the one under the uploaded map
     shown = page.request.get(page.locator("#relight-turntable video").get_attribute("src")).body()
     assert shown == (folder / "turntable_envmap" / "turntable.mp4").read_bytes()
     assert shown != (folder / "turntable" / "turntable.mp4").read_bytes()  # not the learned environment's
+
+
+def test_video_to_4d_from_zipped_frames_and_masks(page, server, artefacts, tmp_path):
+    """The Video to 4D tab: a bad upload is one message and no run; a 4-frame 64 px clip's zips
+    run to the novel-view video, the re-rendered frames and downloads equal to the run's files."""
+    import zipfile
+
+    from core.data.video_synth import SyntheticVideoConfig, render_video, write_video
+
+    write_video(render_video(SyntheticVideoConfig(frames=4, width=64, height=64, pan_deg=4.0, dolly=0.0,
+                                                  query_stride=12)), tmp_path)
+    zips = {}
+    for part in ("frames", "masks"):
+        zips[part] = tmp_path / f"walk-{part}.zip"
+        with zipfile.ZipFile(zips[part], "w") as zf:
+            for f in sorted((tmp_path / part).glob("*.png")):
+                zf.write(f, f"{part}/{f.name}")
+    before = run_dirs(server["runs"])
+    page.click("button[role=tab]:has-text('Video to 4D')")
+    page.set_input_files("#video-masks-zip input[type=file]", str(zips["masks"]))
+    page.wait_for_function("document.querySelector('#video-masks-zip').innerText.includes('walk-masks')")
+    page.click("#video-generate")  # no video and no frames zip
+    page.wait_for_function("document.querySelector('#video-progress').innerText.includes('neither')")
+    assert status(page, "video").startswith("error: ") and run_dirs(server["runs"]) == before
+    page.screenshot(path=artefacts / "13_video_bad_input.png", full_page=True)
+    page.set_input_files("#video-frames-zip input[type=file]", str(zips["frames"]))
+    page.wait_for_function("document.querySelector('#video-frames-zip').innerText.includes('walk-frames')")
+    page.fill("#video-resolution :is(textarea,input)", "64")
+    page.click("#video-generate")
+    # the panel shows the last job's error until this one's stream starts
+    page.wait_for_function("!document.querySelector('#video-progress').innerText.includes('neither')")
+    seen = []
+    assert wait_state(page, FINAL, kind="video", seen=seen) == "done", status(page, "video")
+    assert any("stage 'lift_" in text for s, _, text in seen if s == "running"), seen
+    page.wait_for_selector("#video-novel-view video")
+    page.wait_for_function("document.querySelectorAll('#video-reconstruction img').length >= 4")
+    page.screenshot(path=artefacts / "14_video_done.png", full_page=True)
+    folder = Path(page.input_value("#video-folder :is(textarea,input)"))
+    assert folder.parent == server["runs"] and folder.name.startswith("animate-walk-frames-")
+    shown = page.request.get(page.locator("#video-novel-view video").get_attribute("src")).body()
+    assert shown == (folder / "novel_view.mp4").read_bytes()
+    first = page.locator("#video-reconstruction img").first.get_attribute("src")
+    assert page.request.get(first).body() == (folder / "reconstruction" / "frame_0000.png").read_bytes()
+    names = downloads(page, "video")
+    for name in ("frames.zip", "cameras.json", "novel_view.mp4"):
+        assert names.get(name) == (folder / name).read_bytes(), f"download of {name} differs from the run's file"
+    assert "novel_view.mp4" in page.inner_text("#video-metrics")  # key_metrics' file sizes
 
 
 # The table's text has one cell per line; a run's state is the line after its name.
