@@ -39,7 +39,7 @@ from core.data.video import load_video_clip  # noqa: E402
 from core.pipelines.video4d.background import (BackgroundSceneConfig, background_psnr,  # noqa: E402
                                                build_background_stage, rotation_error_deg)
 from core.pipelines.video4d.inpaint import inpaint_objects  # noqa: E402
-from core.runner import RunFolder, run_stage  # noqa: E402
+from core.runner import RunFolder, SilentCallbacks, run_stage  # noqa: E402
 
 
 def position_error(c2w: torch.Tensor, gt_c2w: torch.Tensor) -> torch.Tensor:
@@ -50,17 +50,6 @@ def position_error(c2w: torch.Tensor, gt_c2w: torch.Tensor) -> torch.Tensor:
     gt = torch.einsum("ij,tj->ti", gt_c2w[0, :3, :3].T.double(), (gt_c2w[:, :3, 3] - gt_c2w[0, :3, 3]).double())
     scale = (est * gt).sum() / (est * est).sum().clamp_min(1e-12)
     return (scale * est - gt).norm(dim=-1) / gt.diff(dim=0).norm(dim=-1).sum().clamp_min(1e-12)
-
-
-class _Quiet:
-    def on_step(self, *args):
-        pass
-
-    def on_preview(self, *args):
-        pass
-
-    def should_stop(self):
-        return False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         psnr_start = background_psnr(scene, poses.c2w(), clip.K, clip.frames, clip.masks, cfg.dilate)
         tic = time.perf_counter()
         with tempfile.TemporaryDirectory() as run:
-            run_stage(stage, RunFolder(run), _Quiet())
+            run_stage(stage, RunFolder(run), SilentCallbacks())
         fit_s = time.perf_counter() - tic
         refined = poses.c2w().detach()
         after = rotation_error_deg(refined, gt_c2w)

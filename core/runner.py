@@ -76,7 +76,21 @@ class Callbacks(Protocol):
     def should_stop(self) -> bool: ...
 
 
-class TqdmCallbacks:
+class SilentCallbacks:
+    """Watch nothing, never stop: for benches and tests that run a stage quietly (and the base
+    of callbacks that only watch steps)."""
+
+    def on_step(self, stage, step, total, stats):
+        pass
+
+    def on_preview(self, stage, step, path):
+        pass
+
+    def should_stop(self):
+        return False
+
+
+class TqdmCallbacks(SilentCallbacks):
     """Terminal progress bar with ETA and the latest loss."""
 
     def __init__(self) -> None:
@@ -97,12 +111,6 @@ class TqdmCallbacks:
         if step >= total:
             self._bar.close()
             self._bar, self._stage = None, None
-
-    def on_preview(self, stage, step, path):
-        pass
-
-    def should_stop(self):
-        return False
 
 
 def seed_everything(seed: int) -> None:

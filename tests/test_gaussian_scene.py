@@ -325,7 +325,7 @@ def test_runner_densifies_and_resumes_exactly(tmp_path):
     """core.runner drives the scene (before_backward, update, rebind_optimizer on resume): 3 steps,
     then resuming to 6, ends where 6 uninterrupted steps end, although N changed on the way."""
     from core.cameras import CameraSamplerConfig, RandomCameraSampler
-    from core.runner import Batch, RunFolder, Stage, run_stage
+    from core.runner import Batch, RunFolder, SilentCallbacks, Stage, run_stage
 
     densify = DensifyConfig(grow_grad2d=1e-12, refine_start=0, refine_every=2, max_gaussians=200)
     cfg = GaussianConfig(num_points=40, init_opacity=0.5, densify=densify)
@@ -342,23 +342,13 @@ def test_runner_densifies_and_resumes_exactly(tmp_path):
         return Stage("gs", scene, steps, lambda step: Batch(sampler(step)), loss, optimizer,
                      stateful={"sampler": sampler})
 
-    class Quiet:
-        def on_step(self, *args):
-            pass
-
-        def on_preview(self, *args):
-            pass
-
-        def should_stop(self):
-            return False
-
     torch.manual_seed(0)
     whole = stage(6)
-    run_stage(whole, RunFolder(tmp_path / "whole"), Quiet())
+    run_stage(whole, RunFolder(tmp_path / "whole"), SilentCallbacks())
     torch.manual_seed(0)
-    run_stage(stage(3), RunFolder(tmp_path / "split"), Quiet())
+    run_stage(stage(3), RunFolder(tmp_path / "split"), SilentCallbacks())
     resumed = stage(6)
-    run_stage(resumed, RunFolder(tmp_path / "split"), Quiet())
+    run_stage(resumed, RunFolder(tmp_path / "split"), SilentCallbacks())
     assert len(whole.scene) > 40 and len(resumed.scene) == len(whole.scene)
     for name in whole.scene.params:
         torch.testing.assert_close(resumed.scene.params[name], whole.scene.params[name])

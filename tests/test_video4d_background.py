@@ -103,18 +103,7 @@ def test_a_tiny_diffusers_inpainting_pipeline_loads_and_keeps_unmasked_pixels(tm
 
 from core.pipelines.video4d.background import (  # noqa: E402
     BackgroundSceneConfig, PoseRefinement, background_psnr, build_background_stage, rotation_error_deg, so3_exp)
-from core.runner import RunFolder, run_stage  # noqa: E402
-
-
-class _Quiet:
-    def on_step(self, *args):
-        pass
-
-    def on_preview(self, *args):
-        pass
-
-    def should_stop(self):
-        return False
+from core.runner import RunFolder, SilentCallbacks, run_stage  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +170,7 @@ def test_the_background_stage_raises_background_psnr(clip, tmp_path):
     stage, scene, poses = build_background_stage(inpainted, video.masks, video.c2w, video.K,
                                                  _config(refine_cameras=False), depth_estimator=_TrueDepth(video))
     before = background_psnr(scene, poses.c2w(), video.K, video.frames, video.masks)
-    run_stage(stage, RunFolder(tmp_path), _Quiet())
+    run_stage(stage, RunFolder(tmp_path), SilentCallbacks())
     after = background_psnr(scene, poses.c2w(), video.K, video.frames, video.masks)
     assert after > before + 3.0, (before, after)   # measured 18.4 -> 22.9 dB
 
@@ -194,7 +183,7 @@ def test_pose_refinement_reduces_a_rotation_error_and_keeps_frame_0(clip, tmp_pa
     cfg = _config(steps=60, pose_start=10, lr_rotation=2e-3)
     stage, scene, poses = build_background_stage(inpainted, video.masks, c2w, video.K, cfg,
                                                  depth_estimator=_TrueDepth(video))
-    run_stage(stage, RunFolder(tmp_path), _Quiet())
+    run_stage(stage, RunFolder(tmp_path), SilentCallbacks())
     refined = poses.c2w().detach()
     errors = rotation_error_deg(refined, video.c2w)
     assert errors[4] < 0.5 * start, (start, errors)        # measured 1.54 -> 0.49 degrees
@@ -206,7 +195,7 @@ class _Killed(Exception):
     pass
 
 
-class _KillAt(_Quiet):
+class _KillAt(SilentCallbacks):
     def __init__(self, step):
         self.step = step
 
@@ -225,12 +214,12 @@ def test_resume_after_a_kill_repeats_the_uninterrupted_run(clip, tmp_path):
         return build_background_stage(inpainted, video.masks, c2w, video.K, cfg, depth_estimator=_TrueDepth(video))
 
     stage, scene, poses = build()
-    run_stage(stage, RunFolder(tmp_path / "straight"), _Quiet())
+    run_stage(stage, RunFolder(tmp_path / "straight"), SilentCallbacks())
     stage_b, _, _ = build()
     with pytest.raises(_Killed):
         run_stage(stage_b, RunFolder(tmp_path / "killed"), _KillAt(8))
     stage_c, scene_c, poses_c = build()
-    run_stage(stage_c, RunFolder(tmp_path / "killed"), _Quiet())
+    run_stage(stage_c, RunFolder(tmp_path / "killed"), SilentCallbacks())
     for name, value in scene.params.items():
         assert torch.equal(value, scene_c.params[name]), name
     assert torch.equal(poses.c2w(), poses_c.c2w())

@@ -53,7 +53,7 @@ def test_the_motion_stage_learns_a_turn_from_crops(tmp_path):
     from core.pipelines.video4d.motion_stage import (MotionConfig, ObjectFrames, TimedCameras, build_motion_stage,
                                                      chain_flows, reference_camera)
     from core.pipelines.video4d.scene4d import DynamicObject
-    from core.runner import RunFolder, run_stage
+    from core.runner import RunFolder, SilentCallbacks, run_stage
     from renderers.gaussian.ply import SH_C0, GaussianData
     from renderers.gaussian.rasterize import rasterize
 
@@ -99,9 +99,7 @@ def test_the_motion_stage_learns_a_turn_from_crops(tmp_path):
     stage = build_motion_stage("m", obj, frames, T, MotionConfig(steps=60, sds_every=0), ref, 0)
     obj_model = stage.scene
     before = chain_error()
-    run_stage(stage, RunFolder(tmp_path / "run"), callbacks=type("Q", (), {"on_step": lambda *a: None,
-                                                                          "on_preview": lambda *a: None,
-                                                                          "should_stop": lambda self: False})())
+    run_stage(stage, RunFolder(tmp_path / "run"), callbacks=SilentCallbacks())
     after = chain_error()
     assert before > 1.0                  # the turn moves the front by more than a pixel per frame on average
     assert after < 0.6 * before, (before, after)

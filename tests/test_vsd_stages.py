@@ -18,7 +18,7 @@ from core.distill.lora import ADAPTER, LoraConfig
 from core.pipelines.text_to_3d import TextTo3DConfig, generate
 from core.priors import PriorConfig, load
 from core.priors.tiny import build_tiny_stable_diffusion
-from core.runner import Batch, RunFolder, Stage, run_stage
+from core.runner import Batch, RunFolder, SilentCallbacks, Stage, run_stage
 from renderers.gaussian.scene import GaussianConfig, GaussianScene
 
 SIZE = 32
@@ -54,7 +54,7 @@ def lora_weights(prior) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in prior.unet.named_parameters() if f".{ADAPTER}." in n}
 
 
-class KillAt:
+class KillAt(SilentCallbacks):
     """Callbacks that die (as a killed process would) right after `step` of `stage` is logged."""
 
     def __init__(self, stage, step):
@@ -63,12 +63,6 @@ class KillAt:
     def on_step(self, stage, step, total, stats):
         if (stage, step) == (self.stage, self.step):
             raise KeyboardInterrupt(f"killed at {stage} {step}")
-
-    def on_preview(self, *args):
-        pass
-
-    def should_stop(self):
-        return False
 
 
 def records(run):
@@ -111,15 +105,9 @@ def test_a_step_skipped_for_nan_does_not_train_the_lora(tiny_prior, tmp_path):
 
     seen = {}
 
-    class Snapshot:
+    class Snapshot(SilentCallbacks):
         def on_step(self, stage, step, total, stats):
             seen[step] = lora_weights(prior)
-
-        def on_preview(self, *args):
-            pass
-
-        def should_stop(self):
-            return False
 
     initial = lora_weights(prior)
     stage = Stage("vsd", scene, 2, lambda step: Batch(cams), loss, optimizer, after_step=objective.step)
