@@ -52,7 +52,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from text_to_3d_quality import judge_asset, summarise
+    from text_to_3d_quality import failed_verdict, judge_asset, summarise
 
     from core.config import load_config, resolve_preset
     from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
@@ -81,8 +81,7 @@ def main() -> None:
         except UserError as e:
             row["error"] = str(e)
             for fmt in args.formats:
-                row[fmt] = {"colour_ok": False, "shape_ok": False, "colour_vote": "-", "shape_vote": "-",
-                            "leak": None, **({"hole_alpha": None, "hole_open": False} if shape == "torus" else {})}
+                row[fmt] = failed_verdict(shape)
         rows.append(row)
         cells = "  ".join(f"{fmt}: {row[fmt]['colour_vote']:7s}{'ok' if row[fmt]['colour_ok'] else '--'} "
                           f"{row[fmt]['shape_vote']:8s}{'ok' if row[fmt]['shape_ok'] else '--'} "

@@ -108,6 +108,12 @@ def judge_asset(path: Path, colour: str, shape: str) -> dict:
     return row
 
 
+def failed_verdict(shape: str) -> dict:
+    """The judge's row for an asset that could not be judged (e.g. it vanished): wrong on every count."""
+    return {"colour_ok": False, "shape_ok": False, "colour_vote": "-", "shape_vote": "-", "leak": None,
+            **({"hole_alpha": None, "hole_open": False} if shape == "torus" else {})}
+
+
 def summarise(rows: list[dict], fmt: str) -> dict:
     judged = [r[fmt] for r in rows if fmt in r]
     leaks = [j["leak"] for j in judged if j["leak"] is not None]
@@ -164,8 +170,7 @@ def main() -> None:
             except UserError as e:   # e.g. an asset that vanished: a failed run, counted wrong on every count
                 row["error"] = str(e)
                 for fmt in args.formats:
-                    row[fmt] = {"colour_ok": False, "shape_ok": False, "colour_vote": "-", "shape_vote": "-",
-                                "leak": None, **({"hole_alpha": None, "hole_open": False} if shape == "torus" else {})}
+                    row[fmt] = failed_verdict(shape)
             rows.append(row)
             cells = "  ".join(
                 f"{fmt}: {row[fmt]['colour_vote']:7s}{'ok' if row[fmt]['colour_ok'] else '--'} "
