@@ -1,5 +1,5 @@
-"""Pieces of the object-centric motion stage against independent references: the crop
-resampler agrees with objects.crop_object's exact area crop on the same box; chained flows
+"""Pieces of the object-centric motion stage against independent references: the box crop
+(objects.crop_image) area-averages exactly (a linear ramp, a box half outside); chained flows
 equal the cumulative sum of constant flows and stop where a forward-backward check failed;
 the stage moves a deformation field toward a crop sequence's motion."""
 
@@ -7,23 +7,27 @@ import math
 
 import torch
 
-from core.pipelines.video4d.motion_stage import chain_flows, crop_box
-from core.pipelines.video4d.objects import crop_object
+from core.pipelines.video4d.motion_stage import chain_flows
+from core.pipelines.video4d.objects import crop_image
 
 
-def disc(H, W, cx, cy, r):
-    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    return ((xs - cx) ** 2 + (ys - cy) ** 2) <= r * r
-
-
-def test_crop_box_resamples_the_box_crop_object_cut():
-    H, W = 80, 96
-    mask = disc(H, W, 61.0, 30.0, 11.0)
-    frame = torch.rand(H, W, 3)
-    crop = crop_object(frame, mask, 32, 0.75)
-    again = crop_box(mask.float()[..., None], crop.box, 32)[..., 0]
-    assert (again - crop.rgba[0, 3]).abs().mean() < 0.02
-    assert (again - crop.rgba[0, 3]).abs().max() < 0.2        # bilinear at 4x vs exact area at the rim
+def test_crop_image_area_averages_over_the_box():
+    # Brute force: each crop pixel's footprint sampled on a fine grid, each sample reading the
+    # frame pixel it falls in (pixel j spans [j - 1/2, j + 1/2]).
+    H, W = 40, 50
+    image = torch.rand(H, W, 1, generator=torch.Generator().manual_seed(0))
+    x0, y0, side, S, n = 7.3, 4.9, 24.0, 16, 120
+    out = crop_image(image, (x0, y0, side), S)[..., 0]
+    t = (torch.arange(S * n, dtype=torch.float64) + 0.5) * side / (S * n)
+    cols = torch.floor(x0 + t + 0.5).long()
+    rows = torch.floor(y0 + t + 0.5).long()
+    fine = image[..., 0].double()[rows][:, cols]                                 # [S*n, S*n]
+    expected = fine.view(S, n, S, n).mean((1, 3)).float()
+    assert torch.allclose(out, expected, atol=0.02), (out - expected).abs().max()
+    # a box hanging half over the left edge: its left half sees zero, the right half all of a constant
+    ones = torch.ones(H, W, 1)
+    half = crop_image(ones, (-10.5, 5.5, 20.0), 4)[..., 0]     # edges -10.5 .. 9.5; the picture starts at -0.5
+    assert torch.allclose(half[:, :2], torch.zeros(4, 2)) and torch.allclose(half[:, 2:], torch.ones(4, 2))
 
 
 def test_chained_flows_add_up_constant_flows_and_stop_at_a_failed_check():

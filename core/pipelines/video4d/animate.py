@@ -176,7 +176,7 @@ def animate(cfg: AnimateConfig, out_dir: str | Path, callbacks: Callbacks | None
         torch.manual_seed(cfg.seed + 100 + index)
         obj = DynamicObject(oid, canonical, DeformationField(cfg.deformation), R_ref, init.T, init.log_scale,
                             init.visible)
-        data = object_frames(frames, masks, oid, cfg.crop_size, cfg.fill, crop_object)
+        data = object_frames(frames, masks, oid, cfg.crop_size, cfg.fill)
         stage = build_motion_stage(f"motion_{oid}", obj, data, T, cfg.motion, ref_cam, cfg.seed + index, prior,
                                    cfg.checkpoint_every, cfg.preview_every)
         try:

@@ -50,6 +50,7 @@ from core.distill import ObjectiveConfig, build
 from core.distill.schedules import ScheduleConfig
 from core.pipelines.video4d.flow import dis_flow, flow_loss, forward_backward_valid
 from core.pipelines.video4d.neighbours import knn, local_scale_loss, neighbour_weights, relative_rotation, rigidity_loss
+from core.pipelines.video4d.objects import crop_image, crop_object
 from core.pipelines.video4d.scene4d import DynamicObject
 from core.runner import Batch, Stage
 from renderers.base import RenderOutput
@@ -126,34 +127,19 @@ def chain_flows(flow_next: Tensor, flow_valid: Tensor, alpha0: Tensor) -> tuple[
     return disp, ok
 
 
-def crop_box(image: Tensor, box: tuple[float, float, float], size: int) -> Tensor:
-    """image [H,W,C] resampled over the square `box` (x0, y0, side) of an ObjectCrop (OpenCV
-    coordinates: the box covers x in [x0, x0 + side], pixel i spans [i - 1/2, i + 1/2]) into
-    [size,size,C], zero outside the picture (area-like: bilinear at 4x, then average pooled)."""
-    x0, y0, side = box
-    H, W = image.shape[:2]
-    n = size * 4
-    centres = (torch.arange(n, dtype=torch.float32) + 0.5) / n * side
-    xs, ys = x0 + 0.5 + centres, y0 + 0.5 + centres     # grid_sample's edge coordinates: pixel i spans [i, i+1]
-    grid = torch.stack(torch.meshgrid(xs / W * 2 - 1, ys / H * 2 - 1, indexing="xy"), -1)
-    out = F.grid_sample(image.permute(2, 0, 1)[None].float(), grid[None], mode="bilinear", padding_mode="zeros",
-                        align_corners=False)
-    return F.avg_pool2d(out, 4)[0].permute(1, 2, 0)
-
-
-def object_frames(frames: Tensor, masks: Tensor, object_id: int, size: int, fill: float, crop_fn) -> ObjectFrames:
-    """Crops of every frame where `object_id` is visible (frames [T,H,W,3], masks [T,H,W]);
-    crop_fn(frame, mask, size, fill) -> ObjectCrop (objects.crop_object)."""
+def object_frames(frames: Tensor, masks: Tensor, object_id: int, size: int, fill: float) -> ObjectFrames:
+    """Crops of every frame where `object_id` is visible (frames [T,H,W,3], masks [T,H,W]),
+    cut as its lift's crop was (objects.crop_object); other objects' pixels cut by the same box."""
     kept, rgba, free = [], [], []
     for t in range(len(frames)):
         mine = masks[t] == object_id
         if not mine.any():
             continue
-        crop = crop_fn(frames[t], mine, size, fill)
+        crop = crop_object(frames[t], mine, size, fill)
         others = ((masks[t] != object_id) & (masks[t] != 0)).float()[..., None]
         kept.append(t)
         rgba.append(crop.rgba[0].permute(1, 2, 0))
-        free.append((crop_box(others, crop.box, size) < 0.5).float())
+        free.append((crop_image(others, crop.box, size) < 0.5).float())
     rgba_t = torch.stack(rgba)
     flows, valid = torch.zeros(len(kept), size, size, 2), torch.zeros(len(kept), size, size, 1)
     white = rgba_t[..., :3] * rgba_t[..., 3:] + (1 - rgba_t[..., 3:])

@@ -83,6 +83,16 @@ def area_weights(start: float, side: float, size: int, n: int) -> Tensor:
     return (overlap / q).float()
 
 
+def crop_image(image: Tensor, box: tuple[float, float, float], size: int) -> Tensor:
+    """image [H,W,C] area-averaged over the square `box` (x0, y0, side: OpenCV edge coordinates,
+    as ObjectCrop.box) into [size,size,C]; what lies outside the picture counts as zero."""
+    H, W = image.shape[:2]
+    x0, y0, side = box
+    ay = area_weights(y0, side, size, H).to(image.device)                             # [S,H]
+    ax = area_weights(x0, side, size, W).to(image.device)                             # [S,W]
+    return torch.einsum("uh,hwc,vw->uvc", ay, image.float(), ax)
+
+
 def crop_object(frame: Tensor, mask: Tensor, size: int = 64, fill: float = 0.75) -> ObjectCrop:
     """The object of `mask` cut out of `frame`, re-centred so its longer side fills `fill` of a
     square `size` x `size` crop (module docstring).
@@ -100,11 +110,9 @@ def crop_object(frame: Tensor, mask: Tensor, size: int = 64, fill: float = 0.75)
     side = math.ceil(max(xmax - xmin + 1, ymax - ymin + 1) / fill)
     x0 = (xmin + xmax) / 2 - side / 2
     y0 = (ymin + ymax) / 2 - side / 2
-    ay = area_weights(y0, side, size, H).to(frame.device)                             # [S,H]
-    ax = area_weights(x0, side, size, W).to(frame.device)                             # [S,W]
     alpha = mask.float()
     stack = torch.cat([frame.float() * alpha[..., None], alpha[..., None]], dim=-1)   # premultiplied [H,W,4]
-    small = torch.einsum("uh,hwc,vw->cuv", ay, stack, ax)[None]                       # [1,4,S,S]
+    small = crop_image(stack, (x0, y0, side), size).permute(2, 0, 1)[None]            # [1,4,S,S]
     a = small[:, 3:4].clamp(0, 1)
     straight = torch.where(a > 0, small[:, :3] / a.clamp_min(1e-8), torch.zeros_like(small[:, :3])).clamp(0, 1)
     return ObjectCrop(torch.cat([straight, a], dim=1), (float(x0), float(y0), float(side)), fill)
