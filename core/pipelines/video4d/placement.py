@@ -69,6 +69,7 @@ from torch import Tensor
 
 from core.cameras import spherical_cameras
 from core.errors import UserError
+from core.pipelines.video4d.scene4d import axis_to_direction
 
 _CV_TO_GL = torch.tensor([1.0, -1.0, -1.0])
 
@@ -115,18 +116,6 @@ def reference_rotation(r_ref: float, el_ref_deg: float) -> Tensor:
     return cams.c2w[0, :3, :3].double()
 
 
-def rotation_between(a: Tensor, b: Tensor) -> Tensor:
-    """[3,3] the smallest rotation taking unit vector a [3] onto unit vector b [3] (Rodrigues)."""
-    a, b = a.double() / a.norm(), b.double() / b.norm()
-    v, c = torch.linalg.cross(a, b), float(a @ b)
-    if c < -1 + 1e-12:  # opposite: half a turn about any axis perpendicular to a
-        axis = torch.linalg.cross(a, torch.eye(3, dtype=a.dtype)[int(a.abs().argmin())])
-        axis = axis / axis.norm()
-        return 2 * torch.outer(axis, axis) - torch.eye(3, dtype=a.dtype)
-    vx = torch.tensor([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]], dtype=a.dtype)
-    return torch.eye(3, dtype=a.dtype) + vx + vx @ vx / (1 + c)
-
-
 def mask_ray(mask: Tensor, K: Tensor, c2w: Tensor, centre: Literal["centroid", "box"] = "centroid"):
     """The world ray through the mask's centre and the mask's angular size seen along it.
 
@@ -145,7 +134,7 @@ def mask_ray(mask: Tensor, K: Tensor, c2w: Tensor, centre: Literal["centroid", "
     d_cv = torch.stack([(x - K[0, 2]) / K[0, 0], (y - K[1, 2]) / K[1, 1], torch.ones((), dtype=K.dtype)])
     u = Q @ (d_cv * _CV_TO_GL.double())
     u = u / u.norm()
-    V = rotation_between(-Q[:, 2], u) @ Q
+    V = Q @ axis_to_direction(Q.T @ u)      # the smallest turn of the optical axis onto u, in world: Q L Q^T
     rays_cv = torch.stack([(xs.double() - K[0, 2]) / K[0, 0], (ys.double() - K[1, 2]) / K[1, 1],
                            torch.ones(len(xs), dtype=K.dtype)], -1)
     rays = (V.T @ Q @ (rays_cv * _CV_TO_GL.double()).T).T          # in V's OpenGL axes, z < 0
