@@ -74,13 +74,13 @@ def test_the_motion_stage_learns_a_turn_from_crops(tmp_path):
         R = torch.tensor([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])  # about +z, up
         truth.append(pts @ R.T)
     rgba, flows, valid = [], torch.zeros(T, S, S, 2), torch.zeros(T, S, S, 1)
-    from core.pipelines.video4d.motion_stage import project_pixels
+    from core.pipelines.video4d.tracks import project
     for t in range(T):
         c, a_, _ = rasterize(truth[t], data.quats, data.log_scales.exp(), torch.sigmoid(data.logit_opacities), colours,
                              ref.viewmats(), ref.K, S, S)
         rgba.append(torch.cat([(c[0] / a_[0].clamp_min(1e-6)).clamp(0, 1), a_[0]], -1))
         if t < T - 1:
-            d = project_pixels(truth[t + 1], ref) - project_pixels(truth[t], ref)
+            d = project(truth[t + 1], ref.c2w[0], ref.K[0])[0] - project(truth[t], ref.c2w[0], ref.K[0])[0]
             f, a2, _ = rasterize(truth[t], data.quats, data.log_scales.exp(), torch.sigmoid(data.logit_opacities), d,
                                  ref.viewmats(), ref.K, S, S)
             flows[t] = f[0] / a2[0].clamp_min(1e-6)

@@ -52,6 +52,7 @@ from core.pipelines.video4d.flow import dis_flow, flow_loss, forward_backward_va
 from core.pipelines.video4d.neighbours import knn, local_scale_loss, neighbour_weights, relative_rotation, rigidity_loss
 from core.pipelines.video4d.objects import crop_image, crop_object
 from core.pipelines.video4d.scene4d import DynamicObject
+from core.pipelines.video4d.tracks import project
 from core.runner import Batch, Stage
 from renderers.base import RenderOutput
 from renderers.gaussian.rasterize import rasterize
@@ -195,7 +196,8 @@ class ObjectCentricModel(nn.Module):
             has_flow = not math.isnan(float(cameras.tau_next[i]))
             if has_flow:
                 nxt = self.obj.object_space(float(cameras.tau_next[i]))[0]
-                feats.append(project_pixels(nxt, cam) - project_pixels(means, cam))
+                # displacement in pixels (the Cameras' own K: differences do not see the +0.5)
+                feats.append(project(nxt, cam.c2w[0], cam.K[0])[0] - project(means, cam.c2w[0], cam.K[0])[0])
             out, alpha, _ = rasterize(means, quats, torch.exp(log_scales), opac, torch.cat(feats, -1),
                                       cam.viewmats(), cam.K, cam.width, cam.height, render_mode="RGB+ED")
             rgbs.append(out[..., :3] + (1 - alpha))
@@ -204,14 +206,6 @@ class ObjectCentricModel(nn.Module):
             flows.append(out[..., 3:5] if has_flow else torch.zeros_like(out[..., :2]))
         return RenderOutput(rgb=torch.cat(rgbs).clamp(0, 1), alpha=torch.cat(alphas), depth=torch.cat(depths),
                             extras={"flow": torch.cat(flows), "deformed": deformed})
-
-
-def project_pixels(means: Tensor, camera: Cameras) -> Tensor:
-    """[N,2] pixel positions (Cameras convention) of world points [N,3] in one camera."""
-    p = torch.einsum("ij,nj->ni", camera.viewmats()[0, :3, :3], means) + camera.viewmats()[0, :3, 3]
-    z = p[:, 2:].clamp_min(1e-6)
-    K = camera.K[0]
-    return torch.stack([K[0, 0] * p[:, 0] / z[:, 0] + K[0, 2], K[1, 1] * p[:, 1] / z[:, 0] + K[1, 2]], -1)
 
 
 class FrameSampler:
