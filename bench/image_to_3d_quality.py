@@ -5,10 +5,14 @@ rendered at 15 degrees elevation from a random azimuth, the camera aimed beside 
 it is not centred in the picture, 96 px, RGBA. Each goes through `scorelift generate --image`
 (preset `image_to_3d/gaussian_zero123`, `prior.reference_elevation_deg=15`: the elevation is
 known here), and each final asset (model.ply, and model.glb with --formats ply glb) is judged
-by `bench/text_to_3d_quality.judge_asset`: 8 views around it over white, the back included,
-colour and shape by majority vote of the classifier, the leak over black, tori's holes.
+by `bench/text_to_3d_quality.judge_asset`: 8 views around it, the back included, over white,
+black and grey, colour and shape by majority vote of the classifier over each (right when
+right over all three), the leak over black, tori's holes.
 
     OMP_NUM_THREADS=1 python bench/image_to_3d_quality.py --out runs/quality_image [--formats ply glb]
+    # only some references; judge finished runs again without generating:
+    OMP_NUM_THREADS=1 python bench/image_to_3d_quality.py --out runs/quality_image --only red_cube orange_torus
+    OMP_NUM_THREADS=1 python bench/image_to_3d_quality.py --out runs/quality_image --judge-only
 """
 
 from __future__ import annotations
@@ -61,10 +65,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/quality_image"))
     p.add_argument("--formats", nargs="+", choices=["ply", "glb"], default=["ply"])
     p.add_argument("--override", action="append", default=[])
+    p.add_argument("--judge-only", action="store_true", help="judge the run folders already under --out")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="run only these references (colour_shape, e.g. red_cube); the others are skipped")
     args = p.parse_args()
+    names = [f"{c}_{s}" for c, s in REFERENCES]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        p.error(f"unknown reference(s) {unknown}; choose from {names}")
     rows = []
     for index, (colour, shape) in enumerate(REFERENCES):
         name = f"{colour}_{shape}"
+        if args.only and name not in args.only:
+            continue
         picture = reference_picture(colour, shape, index, args.out / "references" / f"{name}.png")
         cfg = load_config(ImageTo3DConfig, resolve_preset("image_to_3d/gaussian_zero123"),
                           [*args.override, f"image={picture}", "prior.reference_elevation_deg=15.0",
@@ -72,10 +85,11 @@ def main() -> None:
         folder = args.out / "runs" / name
         row = {"reference": name, "seconds": None, "cpu_seconds": None}
         try:
-            tic, cpu = time.perf_counter(), time.process_time()
-            image_to_3d(cfg, folder)
-            row["seconds"] = round(time.perf_counter() - tic, 1)
-            row["cpu_seconds"] = round(time.process_time() - cpu, 1)
+            if not args.judge_only:
+                tic, cpu = time.perf_counter(), time.process_time()
+                image_to_3d(cfg, folder)
+                row["seconds"] = round(time.perf_counter() - tic, 1)
+                row["cpu_seconds"] = round(time.process_time() - cpu, 1)
             for fmt in args.formats:
                 row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
         except UserError as e:
@@ -95,8 +109,9 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps({**summary, "rows": rows}, indent=1))
     for fmt in args.formats:
         s = summary[fmt]
-        print(f"{fmt}: colour {s['colour_accuracy']:.0%}  shape {s['shape_accuracy']:.0%}  leak max "
-              f"{s['leak_max']}  ({s['runs']} references)")
+        per = "  ".join(f"{k} {v['colour_accuracy']:.0%}/{v['shape_accuracy']:.0%}" for k, v in s["by_background"].items())
+        print(f"{fmt}: colour {s['colour_accuracy']:.0%}  shape {s['shape_accuracy']:.0%} (right over all three; {per})"
+              f"  leak max {s['leak_max']}  ({s['runs']} references)")
     print(f"median {summary['median_seconds']} s per image; {math.nan if not times else times[-1]} s max")
 
 

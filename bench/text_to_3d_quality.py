@@ -5,10 +5,12 @@ clean the assets are (core/export/cleanliness.py).
 For each prompt "a <colour> <shape>" and seed the preset runs to the end; each final asset
 (--formats: the splat model.ply and/or the mesh model.glb) is
 
-- rendered from 8 views around it over white (elevation 15 deg, the training cameras'
-  middle) and each view classified; a run's colour (shape) is right when the majority vote
-  of its views names the prompt's colour (shape). The classifier was trained over white
-  only (over black it reads 9% of clean renders' colours right): it judges over white;
+- rendered from 8 views around it (elevation 15 deg, the training cameras' middle) over
+  white, over black and over mid grey, and each view classified (the classifier is trained
+  over those backgrounds and random colours); over each background the majority vote of the
+  8 views is that background's verdict, and a run's colour (shape) is right when the verdicts
+  over all three name the prompt's colour (shape): a filler of the white training
+  background's colour that hides over white shows over black and grey;
 - rendered over black (the opposite of the white training background) from those 8 views and
   8 more at 60 deg: the leak is the share of covered pixels that are near-white (skipped for
   white prompts, whose object is near-white itself);
@@ -76,30 +78,42 @@ def weights_fingerprint(model: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def judge(scene, views: int = 8, size: int = 64) -> tuple[list[str], list[str]]:
-    """Colour and shape the classifier names in each of `views` renders over white."""
+def judge(scene, views: int = 8, size: int = 64, background=(1.0, 1.0, 1.0)) -> tuple[list[str], list[str]]:
+    """Colour and shape the classifier names in each of `views` renders over `background` [3]."""
     from core.data.classifier import classify
     from core.data.procedural import COLORS, SHAPES
     from core.export.cleanliness import judge_cameras, scene_device
 
     cams = judge_cameras(views, size).to(scene_device(scene))
     with torch.no_grad():
-        out = scene.render(cams, torch.ones(3, device=cams.device))
+        out = scene.render(cams, torch.tensor(background, dtype=torch.float32, device=cams.device))
         color, shape, _ = classify(out.chw().clamp(0, 1))
     return [COLORS[i] for i in color.tolist()], [SHAPES[i] for i in shape.tolist()]
 
 
 def judge_asset(path: Path, colour: str, shape: str) -> dict:
-    """The row of one asset file: votes, majority verdicts, leak, torus openness."""
+    """The row of one asset file: votes and majority verdicts over each of the classifier's
+    JUDGING_BACKGROUNDS (white, black, grey: a filler of the white training background's colour
+    hides over white only) in `by_background`; the run's colour/shape is right when it is right
+    over all three; the top-level votes are white's. Then leak and torus openness."""
+    from core.data.classifier import JUDGING_BACKGROUNDS
     from core.data.procedural import COLOR_RGB
     from core.export.assets import load_scene
     from core.export.cleanliness import background_leak, colour_near_background, hole_alpha
 
     scene = load_scene(path)
-    colours, shapes = judge(scene)
-    colour_vote, shape_vote = Counter(colours).most_common(1)[0][0], Counter(shapes).most_common(1)[0][0]
-    row = {"colour_ok": colour_vote == colour, "shape_ok": shape_vote == shape, "colour_vote": colour_vote,
-           "shape_vote": shape_vote, "colour_votes": colours, "shape_votes": shapes, "leak": None}
+    by_background = {}
+    for name, background in JUDGING_BACKGROUNDS.items():
+        colours, shapes = judge(scene, background=background)
+        colour_vote, shape_vote = Counter(colours).most_common(1)[0][0], Counter(shapes).most_common(1)[0][0]
+        by_background[name] = {"colour_ok": colour_vote == colour, "shape_ok": shape_vote == shape,
+                               "colour_vote": colour_vote, "shape_vote": shape_vote,
+                               "colour_votes": colours, "shape_votes": shapes}
+    white = by_background["white"]
+    row = {"colour_ok": all(v["colour_ok"] for v in by_background.values()),
+           "shape_ok": all(v["shape_ok"] for v in by_background.values()),
+           **{k: white[k] for k in ("colour_vote", "shape_vote", "colour_votes", "shape_votes")},
+           "by_background": by_background, "leak": None}
     if not colour_near_background(COLOR_RGB[colour], TRAINING_BACKGROUND):
         row["leak"] = round(background_leak(scene, TRAINING_BACKGROUND).leak, 4)
     if shape == "torus":
@@ -115,12 +129,20 @@ def failed_verdict(shape: str) -> dict:
 
 
 def summarise(rows: list[dict], fmt: str) -> dict:
+    from core.data.classifier import JUDGING_BACKGROUNDS
+
     judged = [r[fmt] for r in rows if fmt in r]
     leaks = [j["leak"] for j in judged if j["leak"] is not None]
     tori = [j["hole_open"] for j in judged if "hole_open" in j]
     n = len(judged)
+    def right(j: dict, name: str, what: str) -> bool:   # a failed run has no by_background: wrong
+        return j.get("by_background", {}).get(name, {}).get(what, False)
+
     return {"runs": n, "colour_accuracy": sum(j["colour_ok"] for j in judged) / n,
             "shape_accuracy": sum(j["shape_ok"] for j in judged) / n,
+            "by_background": {name: {"colour_accuracy": sum(right(j, name, "colour_ok") for j in judged) / n,
+                                     "shape_accuracy": sum(right(j, name, "shape_ok") for j in judged) / n}
+                              for name in JUDGING_BACKGROUNDS},
             "leak_max": max(leaks) if leaks else None, "leak_mean": sum(leaks) / len(leaks) if leaks else None,
             "leak_within_target": sum(x <= LEAK_TARGET for x in leaks), "leak_judged": len(leaks),
             "tori_open": sum(tori), "tori": len(tori)}
@@ -195,8 +217,9 @@ def main() -> None:
     for fmt in args.formats:
         s = summary[fmt]
         leak = "n/a" if s["leak_max"] is None else f"max {s['leak_max']:.1%}, {s['leak_within_target']}/{s['leak_judged']} <= 2%"
-        print(f"{fmt}: colour {s['colour_accuracy']:.0%}  shape {s['shape_accuracy']:.0%}  leak {leak}  "
-              f"tori open {s['tori_open']}/{s['tori']}")
+        per = "  ".join(f"{k} {v['colour_accuracy']:.0%}/{v['shape_accuracy']:.0%}" for k, v in s["by_background"].items())
+        print(f"{fmt}: colour {s['colour_accuracy']:.0%}  shape {s['shape_accuracy']:.0%} (right over all three; "
+              f"{per})  leak {leak}  tori open {s['tori_open']}/{s['tori']}")
     print(f"median {summary['median_seconds_per_prompt']} s, max {summary['max_seconds_per_prompt']} s per run "
           f"({len(rows)} runs, {args.preset} {' '.join(args.override)})")
     args.out.mkdir(parents=True, exist_ok=True)

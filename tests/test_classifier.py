@@ -10,6 +10,7 @@ from core.data.classifier import (
     augment,
     classify,
     load_classifier,
+    over_background,
     render_dataset,
     train_classifier,
 )
@@ -48,6 +49,34 @@ def test_augment_is_seeded_in_range_and_keeps_hue():
     assert r > 2 * g and r > 2 * bl
 
 
+def test_recomposited_renders_equal_renders_over_that_background():
+    """The training composites over black / grey from (render over white, alpha) equal the world's
+    own renders over those backgrounds (its compositor is the reference)."""
+    world = ProceduralWorld(ProceduralWorldConfig(resolution=RESOLUTION))
+    batch = world.sample(CLASSIFIER_TEST_SEEDS[0], 4)
+    for colour in ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.2, 0.7, 0.4)):
+        for i, spec in enumerate(batch.specs):
+            direct, _ = world.render_object(spec, batch.cameras[i:i + 1], background=colour)
+            mixed = over_background(batch.images[i:i + 1], batch.alpha[i:i + 1], torch.tensor(colour))
+            assert torch.allclose(mixed, direct, atol=1e-5), (colour, i)
+
+
+def test_augment_over_drawn_backgrounds_keeps_the_object_and_fills_the_border():
+    """With alpha the frame's border (empty after a zoom-out) is the drawn background, which is not
+    always white, and the object keeps its hue over every background."""
+    red = torch.ones(64, 3, 32, 32)
+    alpha = torch.zeros(64, 1, 32, 32)
+    red[:, :, 10:22, 10:22] = torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
+    alpha[:, :, 10:22, 10:22] = 1
+    out = augment(red, torch.Generator().manual_seed(2), alpha)
+    corners = out[:, :, 0, 0]
+    dark = (corners.mean(1) < 0.2).sum()
+    white = (corners.mean(1) > 0.8).sum()
+    assert dark >= 4 and white >= 10 and dark + white < 64   # black, white and other backgrounds drawn
+    centre = out[:, :, 15:17, 15:17].mean((2, 3))
+    assert (centre[:, 0] > 1.8 * centre[:, 1]).all() and (centre[:, 0] > 1.8 * centre[:, 2]).all()
+
+
 def test_train_save_load_round_trip(tmp_path):
     out = tmp_path / "clf.safetensors"
     metrics = train_classifier(out, steps=3, train_images=32, test_images=16, batch_size=8, progress=False)
@@ -55,7 +84,7 @@ def test_train_save_load_round_trip(tmp_path):
     # The reported accuracies are the saved model's on test seeds CLASSIFIER_TEST_SEEDS[0] + [0, 16),
     # recomputed here through classify() on the same renders.
     world = ProceduralWorld(ProceduralWorldConfig(resolution=RESOLUTION))
-    test_images, test_color, test_shape = render_dataset(world, CLASSIFIER_TEST_SEEDS[0], 16, progress=False)
+    test_images, test_color, test_shape, _ = render_dataset(world, CLASSIFIER_TEST_SEEDS[0], 16, progress=False)
     color, shape, _ = classify(test_images.float() / 255, model)
     assert metrics["color"] == (color == test_color).float().mean().item()
     assert metrics["shape"] == (shape == test_shape).float().mean().item()
@@ -76,3 +105,10 @@ def test_shipped_classifier_scores_on_fresh_held_out_objects():
     shape_acc = (shape == batch.labels["shape"]).float().mean().item()
     assert color_acc >= 0.90, f"colour accuracy {color_acc:.2f}"
     assert shape_acc >= 0.75, f"shape accuracy {shape_acc:.2f}"
+    # assets are judged over black and grey too (issue 15)
+    for colour in ((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)):
+        color, shape, _ = classify(over_background(batch.images, batch.alpha, torch.tensor(colour)))
+        color_acc = (color == batch.labels["color"]).float().mean().item()
+        shape_acc = (shape == batch.labels["shape"]).float().mean().item()
+        assert color_acc >= 0.85, f"colour accuracy {color_acc:.2f} over {colour}"
+        assert shape_acc >= 0.75, f"shape accuracy {shape_acc:.2f} over {colour}"

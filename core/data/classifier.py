@@ -8,9 +8,16 @@ seen the prior's objects. Score-distilled assets are blurrier and noisier than c
 and not always centred or of the usual size, so training adds blur, noise, shifts, scale
 and brightness changes (never hue changes: the colour is the label).
 
-Inputs are [B,3,H,W] in [0,1] on a white background; other sizes are resized to 32 px.
+Assets are judged over white, black and grey (issue 15: a filler the colour of the training
+background hides over that background), so each training render is re-composited over a
+drawn background (BACKGROUND_MIX: white, black, mid grey or a uniform random colour) from its
+alpha: a render over white is I_w = a c + (1 - a), its premultiplied colour a c = I_w - 1 + a,
+and over b it is a c + (1 - a) b. The zoom/shift is applied to (a c, a) before that, so the
+frame's new border is background too.
 
-    python -m core.data.classifier --out core/data/classifier_weights.safetensors --steps 2500
+Inputs are [B,3,H,W] in [0,1] over any of those backgrounds; other sizes are resized to 32 px.
+
+    python -m core.data.classifier --out core/data/classifier_weights.safetensors --steps 4000
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ from core.data.procedural import (
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("classifier_weights.safetensors")
 RESOLUTION = 32
+# (probability, background) of the training composites; None: a uniform random colour
+BACKGROUND_MIX = ((0.4, (1.0, 1.0, 1.0)), (0.2, (0.0, 0.0, 0.0)), (0.2, (0.5, 0.5, 0.5)), (0.2, None))
+# the backgrounds the held-out accuracy is reported over
+JUDGING_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5)}
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -70,14 +81,37 @@ class ProceduralClassifier(nn.Module):
         return self.color_head(h), self.shape_head(h)
 
 
-def augment(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Blur, noise, shift/scale and brightness, as score-distilled assets differ from clean renders.
+def draw_backgrounds(n: int, generator: torch.Generator) -> Tensor:
+    """n background colours [n,3] drawn from BACKGROUND_MIX."""
+    probs = torch.tensor([p for p, _ in BACKGROUND_MIX])
+    pick = torch.multinomial(probs, n, replacement=True, generator=generator)
+    out = torch.rand(n, 3, generator=generator)  # the random-colour entries keep these
+    for i, (_, colour) in enumerate(BACKGROUND_MIX):
+        if colour is not None:
+            out[pick == i] = torch.tensor(colour)
+    return out
 
-    images [B,3,H,W] in [0,1] on white -> same shape in [0,1]. Hue never changes.
+
+def over_background(images: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
+    """Renders over white [B,3,H,W] with alpha [B,1,H,W] -> the same renders over background [B,3]."""
+    return images - (1 - alpha) * (1 - background.view(-1, 3, 1, 1))
+
+
+def augment(images: Tensor, generator: torch.Generator, alpha: Tensor | None = None) -> Tensor:
+    """Background, blur, noise, shift/scale and brightness, as score-distilled assets differ from clean renders.
+
+    images [B,3,H,W] in [0,1] over white, alpha [B,1,H,W] (None: stay over white)
+    -> same shape in [0,1]. Hue never changes.
     """
     B, _, H, W = images.shape
     u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    # Random zoom (0.8-1.15) and shift (+-12% of the frame), background filled white.
+    if alpha is None:   # every pixel its own colour over white; the frame's new border white
+        alpha = torch.ones(B, 1, H, W, dtype=images.dtype)
+        background = torch.ones(B, 3)
+    else:
+        background = draw_backgrounds(B, generator)
+    premultiplied = images - 1 + alpha
+    # Random zoom (0.8-1.15) and shift (+-12% of the frame) of (a c, a); outside is empty.
     scale = 0.8 + 0.35 * u(B)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
@@ -85,7 +119,9 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
     flip = u(B) < 0.5  # mirror images: shapes and colours are unchanged by it
     theta[flip, 0, 0] *= -1
     grid = F.affine_grid(theta, images.shape, align_corners=False)
-    out = 1 - F.grid_sample(1 - images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    moved = F.grid_sample(torch.cat([premultiplied, alpha], 1), grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    out = moved[:, :3] + (1 - moved[:, 3:]) * background.view(B, 3, 1, 1)
     # Gaussian blur with sigma in [0, 1.2] px, per image (separable, 5 taps).
     sigma = (1.2 * u(B)).clamp_min(1e-3)
     x = torch.arange(-2, 3, dtype=images.dtype)
@@ -103,8 +139,9 @@ def augment(images: Tensor, generator: torch.Generator) -> Tensor:
 def render_dataset(
     world: ProceduralWorld, first_seed: int, n: int, batch: int = 128, cache_dir: str | Path | None = None,
     progress: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Renders objects first_seed..first_seed+n-1: images uint8 [n,3,H,W], colour [n] and shape [n] labels.
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Renders objects first_seed..first_seed+n-1: images over white uint8 [n,3,H,W], colour [n] and
+    shape [n] labels, alpha uint8 [n,1,H,W].
 
     With `cache_dir` the tensors are stored there (keyed by the world config and seeds) and
     reused; data is never written into the repository.
@@ -114,22 +151,23 @@ def render_dataset(
     path = None
     if cache_dir is not None:
         key = hashlib.sha1(json.dumps(to_dict(world.cfg), sort_keys=True).encode()).hexdigest()[:10]
-        path = Path(cache_dir) / f"procedural_{key}_{first_seed}_{n}.pt"
+        path = Path(cache_dir) / f"procedural_rgba_{key}_{first_seed}_{n}.pt"
         if path.is_file():
             data = torch.load(path)
-            return data["images"], data["color"], data["shape"]
+            return data["images"], data["color"], data["shape"], data["alpha"]
     from tqdm import tqdm
 
-    images, colors, shapes = [], [], []
+    images, colors, shapes, alphas = [], [], [], []
     for start in tqdm(range(first_seed, first_seed + n, batch), desc="rendering", disable=not progress):
         b = world.sample(start, min(batch, first_seed + n - start))
         images.append((b.images * 255).round().to(torch.uint8))
         colors.append(b.labels["color"])
         shapes.append(b.labels["shape"])
-    out = torch.cat(images), torch.cat(colors), torch.cat(shapes)
+        alphas.append((b.alpha * 255).round().to(torch.uint8))
+    out = torch.cat(images), torch.cat(colors), torch.cat(shapes), torch.cat(alphas)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": out[0], "color": out[1], "shape": out[2]}, path)
+        torch.save({"images": out[0], "color": out[1], "shape": out[2], "alpha": out[3]}, path)
     return out
 
 
@@ -149,7 +187,7 @@ def evaluate(model: ProceduralClassifier, images: Tensor, color: Tensor, shape: 
 
 def train_classifier(
     out_path: str | Path = DEFAULT_WEIGHTS,
-    steps: int = 2500,
+    steps: int = 4000,
     train_images: int = 16_000,
     test_images: int = 2_000,
     batch_size: int = 128,
@@ -162,7 +200,8 @@ def train_classifier(
 
     Training objects are seeds CLASSIFIER_TRAIN_SEEDS[0] + [0, train_images); test objects
     CLASSIFIER_TEST_SEEDS[0] + [0, test_images). One CPU thread; a progress bar shows loss.
-    Returns {"color": acc, "shape": acc, "seconds": wall time, ...} on the test seeds.
+    Returns {"color": acc, "shape": acc, "seconds": wall time, ...} on the test seeds over white,
+    and "by_background": {name: {"color", "shape"}} over each of JUDGING_BACKGROUNDS.
     """
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -172,10 +211,10 @@ def train_classifier(
     torch.set_num_threads(1)
     t0 = time.time()
     world = ProceduralWorld(ProceduralWorldConfig(resolution=RESOLUTION))
-    x_train, c_train, s_train = render_dataset(world, CLASSIFIER_TRAIN_SEEDS[0], train_images, cache_dir=cache_dir,
-                                               progress=progress)
-    x_test, c_test, s_test = render_dataset(world, CLASSIFIER_TEST_SEEDS[0], test_images, cache_dir=cache_dir,
-                                            progress=progress)
+    x_train, c_train, s_train, a_train = render_dataset(world, CLASSIFIER_TRAIN_SEEDS[0], train_images,
+                                                        cache_dir=cache_dir, progress=progress)
+    x_test, c_test, s_test, a_test = render_dataset(world, CLASSIFIER_TEST_SEEDS[0], test_images, cache_dir=cache_dir,
+                                                    progress=progress)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = ProceduralClassifier()
@@ -186,7 +225,7 @@ def train_classifier(
     for step in bar:
         model.train()
         idx = torch.randint(len(x_train), (batch_size,), generator=g)
-        x = augment(x_train[idx].float() / 255, g)
+        x = augment(x_train[idx].float() / 255, g, a_train[idx].float() / 255)
         lc, ls = model(x)
         loss = F.cross_entropy(lc, c_train[idx]) + F.cross_entropy(ls, s_train[idx])
         opt.zero_grad(set_to_none=True)
@@ -196,6 +235,10 @@ def train_classifier(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     metrics = evaluate(model, x_test, c_test, s_test)
+    x_test, a_test = x_test.float() / 255, a_test.float() / 255
+    metrics["by_background"] = {
+        name: evaluate(model, over_background(x_test, a_test, torch.tensor(colour)), c_test, s_test)
+        for name, colour in JUDGING_BACKGROUNDS.items()}
     metrics.update(seconds=time.time() - t0, steps=steps, train_images=train_images, test_images=test_images)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +274,7 @@ def _shipped() -> ProceduralClassifier:
 def classify(images: Tensor, model: ProceduralClassifier | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Colour and shape of the object in each image.
 
-    images [B,3,H,W] in [0,1], white background. Returns colour_idx [B] into COLORS,
+    images [B,3,H,W] in [0,1] over white, black, grey or another plain colour. Returns colour_idx [B] into COLORS,
     shape_idx [B] into SHAPES and probs {"color": [B,len(COLORS)], "shape": [B,len(SHAPES)]}.
     """
     model = model or _shipped()
@@ -243,7 +286,7 @@ def classify(images: Tensor, model: ProceduralClassifier | None = None) -> tuple
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the procedural-world colour/shape classifier.")
     p.add_argument("--out", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--train-images", type=int, default=16_000)
     p.add_argument("--test-images", type=int, default=2_000)
     p.add_argument("--batch-size", type=int, default=128)
