@@ -60,6 +60,7 @@ ISSUE15 = [("red", "torus"), ("orange", "torus"), ("blue", "pyramid"), ("red", "
 PROMPT_SETS = {"table12": PROMPTS, "issue24": ISSUE24, "issue15": ISSUE15}
 TRAINING_BACKGROUND = (1.0, 1.0, 1.0)
 LEAK_TARGET = 0.02
+TIMES_FILE = "bench_times.json"   # in each run folder: the wall and CPU seconds of the run that made it
 
 
 def weights_fingerprint(model: str) -> str:
@@ -187,6 +188,9 @@ def main() -> None:
                     generate(cfg, folder)
                     row["seconds"] = round(time.perf_counter() - tic, 1)
                     row["cpu_seconds"] = round(time.process_time() - cpu, 1)
+                    (folder / TIMES_FILE).write_text(json.dumps({k: row[k] for k in ("seconds", "cpu_seconds")}))
+                elif (folder / TIMES_FILE).is_file():   # judged again: the times of the run that made it
+                    row.update(json.loads((folder / TIMES_FILE).read_text()))
                 for fmt in args.formats:
                     row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
             except UserError as e:   # e.g. an asset that vanished: a failed run, counted wrong on every count
@@ -203,11 +207,14 @@ def main() -> None:
             seconds = "" if row["seconds"] is None else f"{row['seconds']:6.1f} s ({row['cpu_seconds']:.1f} s CPU)"
             print(f"{prompt:20s} seed {seed}  {cells}  {seconds}", flush=True)
     times = sorted(r["seconds"] for r in rows if r["seconds"] is not None)
+    cpu_times = sorted(r["cpu_seconds"] for r in rows if r.get("cpu_seconds") is not None)
     summary = {
         "preset": args.preset, "overrides": args.override, "prompt_set": args.prompt_set, "seeds": seeds,
         "runs": len(rows), "prior": cfg.prior.model, "prior_weights_sha1": weights_fingerprint(cfg.prior.model),
         "median_seconds_per_prompt": times[len(times) // 2] if times else None,
         "max_seconds_per_prompt": times[-1] if times else None,
+        "median_cpu_seconds_per_prompt": cpu_times[len(cpu_times) // 2] if cpu_times else None,
+        "max_cpu_seconds_per_prompt": cpu_times[-1] if cpu_times else None,
         # the first format's accuracies at the top level, as the 12-prompt tables read them
         "colour_accuracy": summarise(rows, args.formats[0])["colour_accuracy"],
         "shape_accuracy": summarise(rows, args.formats[0])["shape_accuracy"],
@@ -221,7 +228,8 @@ def main() -> None:
         print(f"{fmt}: colour {s['colour_accuracy']:.0%}  shape {s['shape_accuracy']:.0%} (right over all three; "
               f"{per})  leak {leak}  tori open {s['tori_open']}/{s['tori']}")
     print(f"median {summary['median_seconds_per_prompt']} s, max {summary['max_seconds_per_prompt']} s per run "
-          f"({len(rows)} runs, {args.preset} {' '.join(args.override)})")
+          f"(CPU: median {summary['median_cpu_seconds_per_prompt']} s, max {summary['max_cpu_seconds_per_prompt']} s; "
+          f"{len(rows)} runs, {args.preset} {' '.join(args.override)})")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.prompt_set == "table12" else f"_{args.prompt_set}"
     (args.out / f"{name}{suffix}.json").write_text(json.dumps(summary, indent=1))
