@@ -19,7 +19,8 @@ from app.jobs import BatchInterrupted, TextTo3DJob, read_jobs, run_batch
 FAST = ["turntable_frames=0", "export=[ply]", "preview_every=0", "gaussian.num_points=100",
         "stages.0.cameras.batch_size=1", "checkpoint_every=5", "stages.0.steps=4"]
 PRESET = "text_to_3d/gaussian_sds"
-LONG = 40  # steps of a job that is killed or interrupted on its way
+LONG = 100  # steps of a job that is killed or interrupted on its way: long enough (~5 s on an idle
+#            machine) for several 0.5 s progress polls to see it between step 12 and its end
 
 
 @pytest.fixture(scope="module")
