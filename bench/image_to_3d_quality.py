@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -56,7 +55,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from text_to_3d_quality import failed_verdict, judge_asset, summarise
+    from text_to_3d_quality import failed_verdict, judge_asset, summarise, timed_run
 
     from core.config import load_config, resolve_preset
     from core.pipelines.image_to_3d import ImageTo3DConfig, image_to_3d
@@ -65,7 +64,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/quality_image"))
     p.add_argument("--formats", nargs="+", choices=["ply", "glb"], default=["ply"])
     p.add_argument("--override", action="append", default=[])
-    p.add_argument("--judge-only", action="store_true", help="judge the run folders already under --out")
+    p.add_argument("--judge-only", action="store_true",
+                   help="judge the run folders already under --out; generate nothing (times: those the runs kept)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="run only these references (colour_shape, e.g. red_cube); the others are skipped")
     args = p.parse_args()
@@ -85,11 +85,7 @@ def main() -> None:
         folder = args.out / "runs" / name
         row = {"reference": name, "seconds": None, "cpu_seconds": None}
         try:
-            if not args.judge_only:
-                tic, cpu = time.perf_counter(), time.process_time()
-                image_to_3d(cfg, folder)
-                row["seconds"] = round(time.perf_counter() - tic, 1)
-                row["cpu_seconds"] = round(time.process_time() - cpu, 1)
+            row.update(timed_run(lambda: image_to_3d(cfg, folder), folder, args.judge_only))
             for fmt in args.formats:
                 row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
         except UserError as e:

@@ -123,6 +123,21 @@ def judge_asset(path: Path, colour: str, shape: str) -> dict:
     return row
 
 
+def timed_run(make, folder: Path, judge_only: bool = False) -> dict:
+    """{"seconds", "cpu_seconds"} of `make()`, which writes the run folder `folder`: wall time
+    and this process's CPU time (on a shared machine wall time counts other processes' turns;
+    CPU time does not), also kept in folder/TIMES_FILE. With `judge_only` nothing runs and the
+    times kept there by the run that made the folder come back (None when there are none)."""
+    if judge_only:
+        times = folder / TIMES_FILE
+        return json.loads(times.read_text()) if times.is_file() else {"seconds": None, "cpu_seconds": None}
+    tic, cpu = time.perf_counter(), time.process_time()
+    make()
+    out = {"seconds": round(time.perf_counter() - tic, 1), "cpu_seconds": round(time.process_time() - cpu, 1)}
+    (folder / TIMES_FILE).write_text(json.dumps(out))
+    return out
+
+
 def failed_verdict(shape: str) -> dict:
     """The judge's row for an asset that could not be judged (e.g. it vanished): wrong on every count."""
     return {"colour_ok": False, "shape_ok": False, "colour_vote": "-", "shape_vote": "-", "leak": None,
@@ -182,15 +197,7 @@ def main() -> None:
             folder = args.out / name / f"{prompt.replace(' ', '_')}_seed{seed}"
             row = {"prompt": prompt, "seed": seed, "seconds": None, "cpu_seconds": None}
             try:
-                if not args.judge_only:
-                    # on a shared machine wall time counts other processes' turns; CPU time does not
-                    tic, cpu = time.perf_counter(), time.process_time()
-                    generate(cfg, folder)
-                    row["seconds"] = round(time.perf_counter() - tic, 1)
-                    row["cpu_seconds"] = round(time.process_time() - cpu, 1)
-                    (folder / TIMES_FILE).write_text(json.dumps({k: row[k] for k in ("seconds", "cpu_seconds")}))
-                elif (folder / TIMES_FILE).is_file():   # judged again: the times of the run that made it
-                    row.update(json.loads((folder / TIMES_FILE).read_text()))
+                row.update(timed_run(lambda: generate(cfg, folder), folder, args.judge_only))
                 for fmt in args.formats:
                     row[fmt] = judge_asset(folder / f"model.{fmt}", colour, shape)
             except UserError as e:   # e.g. an asset that vanished: a failed run, counted wrong on every count
