@@ -127,7 +127,7 @@ def test_text_prior_command_trains_the_decoder_beside_the_unet_and_saves_a_loada
     cfg = train.TrainConfig(batch=4, vae_batch=4, vae_minutes=0.02, decoder_minutes=0.05, warmup_steps=1,
                             checkpoint_minutes=0.0, model=dict(TINY_MODEL, vae_channels=(8, 8, 8)))
     out = train.train_text_prior(tmp_path / "prior", steps=3, cache_dir=tmp_path / "cache", cfg=cfg, progress=False)
-    work = tmp_path / "cache" / "work_prior_seed0"
+    (work,) = (tmp_path / "cache").glob("work_prior_seed0_*")  # keyed by the training world
     decoder = torch.load(work / "decoder.pt", weights_only=False)
     assert decoder["done"] and decoder["step"] >= 1
     assert torch.load(work / "unet.pt", weights_only=False)["step"] == 3

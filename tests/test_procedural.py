@@ -13,12 +13,14 @@ from core.data.procedural import (
     COLORS,
     MATERIALS,
     PATTERNS,
+    PRIOR_BACKGROUND_MIX,
     PRIOR_SEED_START,
     SHAPES,
     VOCAB,
     ProceduralWorld,
     ProceduralWorldConfig,
     make_caption,
+    sample_background,
     view_word,
 )
 from core.data.procedural_shapes import build_shape
@@ -144,6 +146,36 @@ def test_custom_background_and_resolution():
     b = ProceduralWorld(cfg).sample(7, 2)
     assert b.images.shape == (2, 3, 48, 48)
     assert (b.images[:, :, 0, 0] - torch.tensor([[0.2, 0.4, 0.6]] * 2)).abs().max() < 1e-6
+
+
+def test_background_mix_draws_each_entry_at_its_rate_and_composites_exactly(world):
+    """Per-object backgrounds: drawn at the mix's rates (binomial 4-sigma bounds over 4000
+    seeds), a pure function of the seed, and each image equals the white-background render
+    re-composited over its colour, I_b = I_w - (1 - a)(1 - b) (alpha compositing is linear)."""
+    cfg = ProceduralWorldConfig(background_mix=PRIOR_BACKGROUND_MIX)
+    n = 4000
+    drawn = [sample_background(s, cfg) for s in range(PRIOR_SEED_START, PRIOR_SEED_START + n)]
+    fixed = [c for _, c in PRIOR_BACKGROUND_MIX if c is not None]
+    for p, colour in PRIOR_BACKGROUND_MIX:
+        count = sum(d == colour for d in drawn) if colour is not None else sum(d not in fixed for d in drawn)
+        assert abs(count - p * n) < 4 * (n * p * (1 - p)) ** 0.5, (colour, count)
+    assert drawn[:5] == [sample_background(s, cfg) for s in range(PRIOR_SEED_START, PRIOR_SEED_START + 5)]
+    assert sample_background(3, ProceduralWorldConfig()) == (1.0, 1.0, 1.0)
+
+    mixed = ProceduralWorld(cfg).sample(PRIOR_SEED_START, 12)
+    white = world.sample(PRIOR_SEED_START, 12)
+    assert mixed.captions == white.captions and torch.equal(mixed.alpha, white.alpha)
+    bg = torch.tensor(drawn[:12]).view(12, 3, 1, 1)
+    assert len({tuple(b) for b in bg.view(12, 3).tolist()}) > 2
+    assert (mixed.images - (white.images - (1 - white.alpha) * (1 - bg))).abs().max() < 1e-5
+    assert (mixed.images[:, :, 0, 0] - bg[:, :, 0, 0]).abs().max() < 1e-6
+
+
+def test_background_mix_is_checked_and_read_from_config():
+    cfg = from_dict(ProceduralWorldConfig, {"background_mix": [[0.5, [1, 1, 1]], [0.5, None]]})
+    assert cfg.background_mix == ((0.5, (1.0, 1.0, 1.0)), (0.5, None))
+    with pytest.raises(ValueError, match="background_mix"):
+        ProceduralWorldConfig(background_mix=((0.5, (1, 1, 1)), (0.2, None)))
 
 
 def test_colour_words_match_rendered_colour(world):

@@ -67,6 +67,12 @@ SEED_END = 2**31 - 1
 CLASSIFIER_TRAIN_SEEDS = (0, 500_000)
 CLASSIFIER_TEST_SEEDS = (500_000, 1_000_000)
 
+# The built-in text prior's backgrounds: half white (the framing most prompts are judged
+# in), the rest black, mid grey or a uniform random colour, so that a score-distillation
+# view over a random colour is as likely to the prior as one over white (issue #15: a prior
+# that only saw white repaints other backgrounds pale, and that paint becomes geometry).
+PRIOR_BACKGROUND_MIX = ((0.5, (1.0, 1.0, 1.0)), (0.1, (0.0, 0.0, 0.0)), (0.1, (0.5, 0.5, 0.5)), (0.3, None))
+
 
 @dataclass
 class ProceduralWorldConfig:
@@ -76,6 +82,9 @@ class ProceduralWorldConfig:
     resolution: int = 32
     supersample: int = 2
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # None: every object over `background`; else ((probability, rgb or None), ...), one entry
+    # drawn per object seed, None meaning a uniform random colour (PRIOR_BACKGROUND_MIX)
+    background_mix: tuple[tuple[float, tuple[float, float, float] | None], ...] | None = None
     elevation_range: tuple[float, float] = (-10.0, 60.0)
     azimuth_range: tuple[float, float] = (-180.0, 180.0)
     radius_range: tuple[float, float] = (2.2, 2.8)
@@ -98,6 +107,12 @@ class ProceduralWorldConfig:
             raise ValueError(f"resolution must be >= 8 and supersample >= 1, got {self.resolution}, {self.supersample}")
         if abs(sum(self.pattern_probs) - 1) > 1e-6:
             raise ValueError(f"pattern_probs must sum to 1, got {self.pattern_probs}")
+        if self.background_mix is not None:
+            self.background_mix = tuple((float(p), None if c is None else tuple(float(x) for x in c))
+                                        for p, c in self.background_mix)
+            probs = [p for p, _ in self.background_mix]
+            if min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
+                raise ValueError(f"background_mix probabilities must be >= 0 and sum to 1, got {probs}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +188,16 @@ def sample_spec(seed: int, cfg: ProceduralWorldConfig) -> ObjectSpec:
                       float(size), int(rng.integers(2**31)), float(frequency), caption)
 
 
+def sample_background(seed: int, cfg: ProceduralWorldConfig) -> tuple[float, float, float]:
+    """The background colour object `seed` is rendered over (a pure function of `seed` and `cfg`)."""
+    if cfg.background_mix is None:
+        return tuple(float(c) for c in cfg.background)
+    rng = np.random.default_rng([seed, 0, 1])
+    pick = rng.choice(len(cfg.background_mix), p=[p for p, _ in cfg.background_mix])
+    colour = cfg.background_mix[pick][1]
+    return tuple(float(c) for c in (rng.random(3) if colour is None else colour))
+
+
 def sample_camera_params(seed: int, cfg: ProceduralWorldConfig, view: int = 0) -> tuple[float, float, float, float]:
     """(elevation, azimuth, radius, fov_y) in degrees / world units of view `view` of object `seed`."""
     rng = np.random.default_rng([seed, 1 + view])
@@ -185,7 +210,7 @@ def sample_camera_params(seed: int, cfg: ProceduralWorldConfig, view: int = 0) -
 class ProceduralBatch:
     """n rendered objects.
 
-    images [n,3,H,W] and alpha [n,1,H,W] in [0,1]; captions: n strings; labels: "shape",
+    images [n,3,H,W] (over each object's `sample_background`) and alpha [n,1,H,W] in [0,1]; captions: n strings; labels: "shape",
     "color", "material", "pattern" -> LongTensor [n] indexing SHAPES/COLORS/...;
     cameras: Cameras of n; elevation, azimuth (degrees), radius, fov (vertical, degrees): [n];
     seeds: the object seeds; specs: the objects.
@@ -251,7 +276,7 @@ class ProceduralWorld:
 
     def render(self, specs: list[ObjectSpec], cameras: Cameras, background=None) -> tuple[Tensor, Tensor]:
         """Object b from camera b in one rasteriser call: rgb [B,3,H,W], alpha [B,1,H,W]."""
-        bg = torch.tensor(self.cfg.background if background is None else background, dtype=torch.float32)
+        bg = torch.as_tensor(self.cfg.background if background is None else background, dtype=torch.float32)
         return render_specs(specs, cameras, self.cfg.lighting, bg, self.cfg.detail, self.cfg.supersample)
 
     def sample(self, seed: int | torch.Generator, n: int, seed_range: tuple[int, int] | None = None) -> ProceduralBatch:
@@ -270,7 +295,7 @@ class ProceduralWorld:
         specs = [self.spec(s) for s in seeds]
         params = [sample_camera_params(s, self.cfg) for s in seeds]
         cams = self.cameras(params)
-        images, alpha = self.render(specs, cams)
+        images, alpha = self.render(specs, cams, [sample_background(s, self.cfg) for s in seeds])
         el, az, r, fov = torch.tensor(params, dtype=torch.float32).unbind(-1)
         labels = {k: torch.tensor([s.labels[k] for s in specs], dtype=torch.long)
                   for k in ("shape", "color", "material", "pattern")}

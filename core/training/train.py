@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
+from core.data.procedural import PRIOR_BACKGROUND_MIX, PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig
 from core.priors.builtin import TEXT_PRIOR
 from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
                                           load_checkpoint, lr_at_step, optimizer_step, restore, resume_schedule,
@@ -44,6 +44,16 @@ from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, St
 
 
 # -- phase 1: the image cache ---------------------------------------------------------------
+
+
+def prior_world_config(resolution: int) -> ProceduralWorldConfig:
+    """The world the text prior trains on: objects over PRIOR_BACKGROUND_MIX backgrounds."""
+    return ProceduralWorldConfig(resolution=resolution, background_mix=PRIOR_BACKGROUND_MIX)
+
+
+def work_dir(cache_dir: str | Path, out_dir: str | Path, seed: int, world: ProceduralWorld) -> Path:
+    """A run's checkpoint folder, keyed by its world so a changed world never resumes an old run."""
+    return Path(cache_dir) / f"work_{Path(out_dir).name}_seed{seed}_{world_key(world.cfg)}"
 
 
 def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | None = None,
@@ -306,7 +316,7 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     from core.training.text_model import build_scheduler, build_text_encoder, build_unet
     from core.priors.stable_diffusion import camera_features
 
-    world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
+    world = ProceduralWorld(prior_world_config(mcfg.resolution))
     el, az, radius, fov = data["cameras"].unbind(-1)
     from core.cameras import spherical_cameras
 
@@ -396,7 +406,7 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     minutes: wall-time budget of the whole call (cfg.minutes); steps: a fixed number of UNet
     steps instead (exactly reproducible from `seed`; the VAE and decoder phases are bounded
     by their own minutes either way). Checkpoints and loss logs live in
-    `<cache_dir>/work_<out name>_seed<seed>/`, outside the repository; with resume=False
+    `<cache_dir>/work_<out name>_seed<seed>_<world key>/`, outside the repository; with resume=False
     they are deleted first.
     """
     from core.training.text_model import TextPriorConfig, build_tokenizer
@@ -410,15 +420,15 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     if steps is not None:
         cfg.unet_steps = steps
     out = Path(out_dir)
-    work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
+    mcfg = TextPriorConfig(**cfg.model)
+    world = ProceduralWorld(prior_world_config(mcfg.resolution))
+    work = work_dir(cache_dir, out, seed, world)
     if not resume and work.exists():
         import shutil
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    mcfg = TextPriorConfig(**cfg.model)
-    world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
     shards = render_cache(cache_dir, cfg.images, world, progress=progress, workers=2)
     data = load_cache(shards)
     vae = train_vae(work, data["images"], cfg, mcfg, progress)
@@ -454,8 +464,8 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
     from core.training.text_model import TextPriorConfig, build_text_encoder, build_tokenizer, build_unet
 
     out = Path(out_dir)
-    work = Path(cache_dir) / f"work_{out.name}_seed{seed}"
     mcfg = TextPriorConfig(**(cfg or TrainConfig()).model)
+    work = work_dir(cache_dir, out, seed, ProceduralWorld(prior_world_config(mcfg.resolution)))
     tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
     state = torch.load(work / "unet.pt", weights_only=False)
     text_encoder, unet = build_text_encoder(mcfg, len(tokenizer)), build_unet(mcfg)
@@ -489,7 +499,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.what == "render":
-        render_cache(a.cache_dir, a.images, workers=2)
+        from core.training.text_model import TextPriorConfig
+
+        render_cache(a.cache_dir, a.images, ProceduralWorld(prior_world_config(TextPriorConfig().resolution)),
+                     workers=2)
         return
     if a.what == "export":
         print(export_checkpoint(a.out, a.seed, a.cache_dir))
