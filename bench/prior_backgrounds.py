@@ -1,4 +1,4 @@
-"""What the built-in text prior does with backgrounds it was not trained on (it only saw white).
+"""What a text prior does with the background behind an object: keep it, or repaint it.
 
 Clean procedural objects (held-out classifier test seeds, their captions and cameras) are
 rendered over white, black, grey and random solid colours, noised at t/T in {0.2, 0.5, 0.8}
@@ -9,12 +9,12 @@ x0_hat = (x_t - sqrt(1 - a_t) eps_cfg) / sqrt(a_t), decoded). Printed per backgr
   prior keeps the background it is given; large: it repaints it, e.g. to white);
 - bg_rgb: the mean colour it paints there;
 - object_err: mean |x0_hat - render| over object pixels (alpha > 0.95);
-- colour/shape: how often the classifier names the object's colour/shape in x0_hat (the
-  classifier was trained over white: only the white rows are in its distribution).
+- colour/shape: how often the classifier names the object's colour/shape in x0_hat.
 
-If the prior repaints other backgrounds white, random backgrounds during distillation pull
-the render toward white where the object is not, i.e. they ask for white geometry: they do
-not suit that prior, whatever they do for a prior trained on varied backgrounds.
+A prior that repaints other backgrounds white (the built-in text prior trained over white
+only did) turns random backgrounds during distillation into a pull toward white where the
+object is not, i.e. a request for white geometry; one trained over varied backgrounds (the
+shipped one) keeps them (docs/builtin_prior.md, "Backgrounds").
 
     OMP_NUM_THREADS=1 python bench/prior_backgrounds.py [--objects 16]
 """
