@@ -7,8 +7,9 @@ each shown as a strip of turntable frames over a dark and a light background.
 The jobs run one after the other into --runs (default runs/readme_figures/<slug>/); a job
 whose model.ply exists is skipped and an interrupted one resumes from its checkpoint, so
 the script can be stopped and started again. Only the .ply is exported (no mesh bake, no
-video): the picture needs the splats alone. Measured: 220.5 s of CPU time for the four default
-assets on one thread (`/usr/bin/time -v`, 2026-12-07; 3.7 min wall beside one other process).
+video): the picture needs the splats alone. Measured: 208.1 s of CPU time for the four default
+assets on one thread (`/usr/bin/time -v`, 2026-12-07, the retrained prior; 5.2 min wall beside
+two other processes).
 """
 
 from __future__ import annotations

@@ -12,11 +12,13 @@ remedies from the literature, chosen per stage:
   background can take whatever colour the prior prefers while the object cannot hide in it.
 - "scene": the scene's own background (GaussianConfig.background etc.), as before.
 
-Both remedies assume the prior knows objects over other backgrounds. The built-in text prior
-does not: it was trained over white only and repaints black, grey or random backgrounds
-toward light grey (bench/prior_backgrounds.py, docs/clean_assets.md), so over them it asks
-for *more* pale geometry around the object. Its presets keep "scene" (white) and rely on
-the empty-space regularisers instead; the Stable Diffusion presets use "random".
+Both remedies assume the prior knows objects over other backgrounds. A prior trained over
+white only repaints black, grey or random backgrounds toward light grey and so asks for
+*more* pale geometry around the object over them (bench/prior_backgrounds.py). The built-in
+text prior is trained over drawn backgrounds (core/data/procedural.py,
+PRIOR_BACKGROUND_MIX) and keeps the colour it is given, so its Gaussian presets use
+"random" with random_prob 0.5 as the Stable Diffusion presets do (docs/clean_assets.md).
+The built-in Zero123 saw white only; the image-to-3D preset keeps "scene".
 """
 
 from __future__ import annotations

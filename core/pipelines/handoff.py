@@ -81,10 +81,11 @@ def check_not_empty(scene, threshold: float = 0.5, views: int = 8, size: int = 6
     alpha = scene.render(cams, torch.ones(3, device=cams.device)).alpha
     if float(alpha.max()) < threshold:
         raise UserError(
-            f"the generated object is empty: nothing renders with alpha >= {threshold} from {views} views around it. With the "
-            "built-in presets this happens to objects of the training background's colour (e.g. 'a white "
-            "torus' over the white background, which the opacity regularisers remove because the prior "
-            "cannot tell it from background); try stages.0.background.kind=random")
+            f"the generated object is empty: nothing renders with alpha >= {threshold} from {views} views around it. "
+            "This happens to an object of the background's colour when every view is over that one colour "
+            "(e.g. 'a white torus' with stages.0.background.kind=scene over white: the prior cannot tell it "
+            "from background and the opacity regularisers remove it); use stages.0.background.kind=random "
+            "(the built-in text presets' default) or weaker stages.0.regularisers")
 
 
 def export_final(scene, out: Path, cameras: Cameras | None, formats: tuple[str, ...] = ("ply", "glb"),
