@@ -210,8 +210,9 @@ def sample_camera_params(seed: int, cfg: ProceduralWorldConfig, view: int = 0) -
 class ProceduralBatch:
     """n rendered objects.
 
-    images [n,3,H,W] (over each object's `sample_background`) and alpha [n,1,H,W] in [0,1]; captions: n strings; labels: "shape",
-    "color", "material", "pattern" -> LongTensor [n] indexing SHAPES/COLORS/...;
+    images [n,3,H,W] (each over its object's `sample_background`) and alpha [n,1,H,W] in
+    [0,1]; captions: n strings; labels: "shape", "color", "material", "pattern" ->
+    LongTensor [n] indexing SHAPES/COLORS/...;
     cameras: Cameras of n; elevation, azimuth (degrees), radius, fov (vertical, degrees): [n];
     seeds: the object seeds; specs: the objects.
     """
