@@ -51,9 +51,9 @@ def prior_world_config(resolution: int) -> ProceduralWorldConfig:
     return ProceduralWorldConfig(resolution=resolution, background_mix=PRIOR_BACKGROUND_MIX)
 
 
-def work_dir(cache_dir: str | Path, out_dir: str | Path, seed: int, world: ProceduralWorld) -> Path:
+def work_dir(cache_dir: str | Path, out_dir: str | Path, seed: int, world_cfg: ProceduralWorldConfig) -> Path:
     """A run's checkpoint folder, keyed by its world so a changed world never resumes an old run."""
-    return Path(cache_dir) / f"work_{Path(out_dir).name}_seed{seed}_{world_key(world.cfg)}"
+    return Path(cache_dir) / f"work_{Path(out_dir).name}_seed{seed}_{world_key(world_cfg)}"
 
 
 def render_cache(cache_dir: str | Path, n_images: int, world: ProceduralWorld | None = None,
@@ -316,11 +316,10 @@ def train_unet(work: Path, latents: tuple[Tensor, Tensor], data: dict, tokenizer
     from core.training.text_model import build_scheduler, build_text_encoder, build_unet
     from core.priors.stable_diffusion import camera_features
 
-    world = ProceduralWorld(prior_world_config(mcfg.resolution))
     el, az, radius, fov = data["cameras"].unbind(-1)
     from core.cameras import spherical_cameras
 
-    cams = spherical_cameras(el, az, radius, fov, world.cfg.resolution, world.cfg.resolution)
+    cams = spherical_cameras(el, az, radius, fov, mcfg.resolution, mcfg.resolution)
     camera = camera_features(cams, mcfg.camera_dim)  # [N,k], the layout the prior computes
     captions = CaptionSampler(data["captions"], data["cameras"], tokenizer, mcfg.max_tokens, cfg)
     alphas_cumprod = build_scheduler(mcfg).alphas_cumprod.float()
@@ -422,7 +421,7 @@ def train_text_prior(out_dir: str | Path, minutes: float | None = None, steps: i
     out = Path(out_dir)
     mcfg = TextPriorConfig(**cfg.model)
     world = ProceduralWorld(prior_world_config(mcfg.resolution))
-    work = work_dir(cache_dir, out, seed, world)
+    work = work_dir(cache_dir, out, seed, world.cfg)
     if not resume and work.exists():
         import shutil
 
@@ -465,7 +464,7 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 
     out = Path(out_dir)
     mcfg = TextPriorConfig(**(cfg or TrainConfig()).model)
-    work = work_dir(cache_dir, out, seed, ProceduralWorld(prior_world_config(mcfg.resolution)))
+    work = work_dir(cache_dir, out, seed, prior_world_config(mcfg.resolution))
     tokenizer = build_tokenizer(max_tokens=mcfg.max_tokens)
     state = torch.load(work / "unet.pt", weights_only=False)
     text_encoder, unet = build_text_encoder(mcfg, len(tokenizer)), build_unet(mcfg)
