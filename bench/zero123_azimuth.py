@@ -10,8 +10,9 @@ revolution (what the assets show).
 Plain cubes and pyramids of the classifier's held-out seeds, reference at elevation 15 and
 azimuth 17 + 7 i degrees (never face-on), radius 2.5, fov 45; the prior samples the view
 turned by +d (DDIM, 40 steps, CFG 3 as `core.training.evaluate_zero123`), compared by PSNR
-with the true renders at +d and at -d. "wins" counts objects whose sample is closer to +d.
-For contrast, the PSNR between the two true views says how different they are.
+with the true renders at +d and at -d, each re-composited over the background the sample drew
+(read off its border, as the evaluation does). "wins" counts objects whose sample is closer
+to +d. For contrast, the PSNR between the two true views says how different they are.
 
     OMP_NUM_THREADS=1 python bench/zero123_azimuth.py --objects 12 --deltas 30 60 --json docs/zero123_azimuth.json
 """
@@ -28,7 +29,7 @@ import torch
 def main() -> None:
     from core.data.procedural import CLASSIFIER_TEST_SEEDS, ProceduralWorld, ProceduralWorldConfig
     from core.priors import PriorConfig, load
-    from core.training.evaluate_zero123 import psnr, sample_novel_views
+    from core.training.evaluate_zero123 import border_background, over_background, psnr, sample_novel_views
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="builtin:zero123")
@@ -53,10 +54,13 @@ def main() -> None:
         for i in range(len(specs)):
             az = 17.0 + 7.0 * i
             params += [(15.0, az, 2.5, 45.0), (15.0, az + d, 2.5, 45.0), (15.0, az - d, 2.5, 45.0)]
-        rgb, _ = world.render([s for s in specs for _ in range(3)], world.cameras(params))
+        rgb, alpha = world.render([s for s in specs for _ in range(3)], world.cameras(params))
         rgb = rgb.reshape(len(specs), 3, *rgb.shape[1:])          # [n, (ref, +d, -d), 3, H, W]
+        alpha = alpha.reshape(len(specs), 3, *alpha.shape[1:])
         sample = sample_novel_views(prior, rgb[:, 0], torch.tensor([[0.0, d, 0.0]]), 40, 3.0, g)[:, 0]
-        plus, minus = psnr(sample, rgb[:, 1]), psnr(sample, rgb[:, 2])
+        bg = border_background(sample)
+        plus = psnr(sample, over_background(rgb[:, 1], alpha[:, 1], bg))
+        minus = psnr(sample, over_background(rgb[:, 2], alpha[:, 2], bg))
         row = {"delta_deg": d, "objects": len(specs), "psnr_to_plus": round(float(plus.mean()), 2),
                "psnr_to_minus": round(float(minus.mean()), 2), "wins_plus": int((plus > minus).sum()),
                "psnr_truth_plus_vs_minus": round(float(psnr(rgb[:, 1], rgb[:, 2]).mean()), 2),

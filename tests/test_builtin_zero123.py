@@ -45,10 +45,19 @@ def test_four_step_ddim_sample_has_the_right_shape_and_range(prior, views):
     assert samples.shape == (2, 2, 3, SIZE, SIZE)
     assert torch.isfinite(samples).all()  # (decode clamps to [0, 1]: a range check would always pass)
     assert float(samples.std()) > 0.01  # not a constant image
-    # the reference matters: each object's samples are closer to its own reference than to the other's
-    ref = views["reference"]
-    own = [float((samples[i] - ref[i]).abs().mean()) for i in range(2)]
-    other = [float((samples[i] - ref[1 - i]).abs().mean()) for i in range(2)]
+    # the reference matters: the object in each sample is closer in colour to its own reference's
+    # object than to the other's (objects only: the prior draws the target's background itself)
+    from core.training.evaluate_zero123 import border_background, silhouette
+
+    def object_colour(images, background=None):
+        m = silhouette(images, background).float()
+        return (images * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1)
+
+    flat = samples.flatten(0, 1)
+    sampled = object_colour(flat, border_background(flat)).reshape(2, 2, 3)
+    reference = object_colour(views["reference"])
+    own = [float((sampled[i] - reference[i]).norm(dim=-1).max()) for i in range(2)]
+    other = [float((sampled[i] - reference[1 - i]).norm(dim=-1).min()) for i in range(2)]
     assert own[0] < other[0] and own[1] < other[1], (own, other)
 
 
@@ -58,15 +67,36 @@ def test_one_sds_step_moves_a_gaussian_scene(prior, views):
 
 
 def test_pair_renders_are_the_worlds_pairs():
-    from core.data.procedural import PRIOR_SEED_START, ProceduralWorld
-    from core.training.train_zero123 import render_views
+    from core.data.procedural import PRIOR_SEED_START, sample_background
+    from core.training.train_zero123 import render_views, zero123_world
 
-    world = ProceduralWorld()
-    images, cameras = render_views(world, [PRIOR_SEED_START, PRIOR_SEED_START + 1], views=3)
-    assert images.shape == (2, 3, 3, SIZE, SIZE) and images.dtype == torch.uint8 and cameras.shape == (2, 3, 4)
-    pair = world.pair(PRIOR_SEED_START + 1)
+    world = zero123_world(SIZE)
+    seeds = list(range(PRIOR_SEED_START, PRIOR_SEED_START + 12))
+    images, targets, cameras = render_views(world, seeds, views=3)
+    assert images.shape == targets.shape == (12, 3, 3, SIZE, SIZE) and images.dtype == targets.dtype == torch.uint8
+    assert cameras.shape == (12, 3, 4)
+    pair = world.pair(PRIOR_SEED_START + 1)  # the references: over white, as world.pair renders them
     assert torch.equal(images[1, :2], (pair.images * 255).round().to(torch.uint8))
     assert torch.allclose(cameras[1, :2, 0], pair.elevation) and torch.allclose(cameras[1, :2, 1], pair.azimuth)
+    # the targets: the same views rendered directly over each object's drawn background
+    backgrounds = [sample_background(s, world.cfg) for s in seeds]
+    assert len({b for b in backgrounds}) > 2  # the mix draws more than white here
+    for i, seed in enumerate(seeds):
+        direct, _ = world.render_object(world.spec(seed), world.cameras([tuple(c) for c in cameras[i].tolist()]),
+                                        backgrounds[i])
+        assert (targets[i].float() - direct * 255).abs().max() <= 1.0, seed
+
+
+def test_pairs_are_drawn_by_shape_weight():
+    from core.data.procedural_shapes import SHAPES
+    from core.training.train_zero123 import Zero123TrainConfig, object_weights
+
+    shapes = torch.arange(len(SHAPES)).repeat(100)
+    w = object_weights(shapes, Zero123TrainConfig().shape_weights)
+    share = float(w[(shapes == SHAPES.index("cube")) | (shapes == SHAPES.index("pyramid"))].sum() / w.sum())
+    assert abs(share - 5 / 10) < 1e-6  # 2 x 2.5 against 5 x 1
+    with pytest.raises(ValueError, match="shape_weights"):
+        Zero123TrainConfig(shape_weights={"teapot": 2.0})
 
 
 def _tiny_run(work, monkeypatch=None, fail_at=None):
@@ -128,3 +158,23 @@ def test_train_prior_command_dispatches_zero123(monkeypatch):
     monkeypatch.setattr(train_zero123, "main", lambda argv: seen.append(argv))
     assert main(["train-prior", "zero123", "--minutes", "60", "--seed", "3"]) == 0
     assert seen == [["--minutes", "60", "--seed", "3"]]
+
+
+def test_evaluation_reads_each_samples_background_off_its_border():
+    """The evaluation's background-aware comparison against direct renders over a colour:
+    the border median is the colour, the re-composited truth is the direct render, and the
+    silhouette over the colour is the object's covered pixels."""
+    from core.data.procedural import CLASSIFIER_TEST_SEEDS, ProceduralWorld
+    from core.training.evaluate_zero123 import border_background, iou, over_background, silhouette
+
+    world = ProceduralWorld()
+    spec = world.spec(CLASSIFIER_TEST_SEEDS[0])
+    cams = world.cameras([(15.0, 30.0, 2.5, 45.0), (40.0, -100.0, 2.5, 45.0)])
+    white, alpha = world.render_object(spec, cams)
+    colour = torch.tensor([[0.2, 0.7, 0.4], [0.0, 0.0, 0.0]])
+    direct = torch.cat([world.render_object(spec, cams[i:i + 1], tuple(colour[i].tolist()))[0] for i in range(2)])
+    assert torch.allclose(border_background(direct), colour, atol=1e-6)
+    assert torch.allclose(over_background(white, alpha, colour), direct, atol=1e-5)
+    for sil in (silhouette(direct, colour), silhouette(white)):  # None: over white, as before
+        assert not (sil & (alpha == 0)).any()  # nothing outside the object
+        assert float(iou(sil, alpha > 0.5).min()) > 0.8  # and the object (its anti-aliased rim in or out)

@@ -6,11 +6,17 @@ Two phases, resumable from checkpoints in the cache folder (never committed); re
 the command continues where a killed run stopped (docs/builtin_prior.md):
 
 1. render: `views` views of each procedural object (seeds PRIOR_SEED_START + i, view v
-   drawn as `ProceduralWorld.pair` draws views 0 and 1) into uint8 shards; any two views of
-   an object make a training pair, in either order.
+   drawn as `ProceduralWorld.pair` draws views 0 and 1) into uint8 shards, each view twice:
+   over white (a reference, as image-to-3D feeds one) and over the object's drawn background
+   (a target, as score distillation renders one: `PRIOR_BACKGROUND_MIX`, so the prior does
+   not repaint a random-colour view white); any two views of an object make a training
+   pair, in either order.
 2. unet: CLIP image encoder + camera projection + UNet trained jointly on the latents of
    the text prior's VAE (frozen, copied into the output), v-prediction with Min-SNR
-   weighting, reference dropout for classifier-free guidance, EMA weights.
+   weighting, reference dropout for classifier-free guidance, EMA weights. Pairs are drawn
+   with `shape_weights`: cubes and pyramids are the shapes whose look tells which way the
+   camera turned (the key light turns with the camera, so a body of revolution looks the
+   same from every azimuth), so they are drawn more often than their share of the world.
 
 The whole command fits in `--minutes` of wall time: the UNet phase gets what rendering and
 encoding left, its step count fixed after 20 timed steps. One CPU thread throughout.
@@ -23,13 +29,15 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from core.data.procedural import PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig, sample_camera_params
+from core.data.procedural import (PRIOR_BACKGROUND_MIX, PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig,
+                                  sample_background, sample_camera_params)
+from core.data.procedural_shapes import SHAPES
 from core.priors.builtin import TEXT_PRIOR, ZERO123_PRIOR
 from core.training.common import (SAVE_MARGIN_S, SHARD, DiffusionTrainConfig, StepTracker, encode_latents,
                                           load_checkpoint, load_shards, lr_at_step, optimizer_step, resume_schedule, save_checkpoint,
@@ -40,35 +48,56 @@ from core.priors.zero123 import CLIP_MEAN, CLIP_STD, zero123_camera_embedding
 class Zero123TrainConfig(DiffusionTrainConfig):
     """Data and budget. `steps` None: as many UNet steps as fit in what is left of `minutes`
     after rendering, fixed after 20 timed steps and stored in the checkpoint; pass steps to
-    reproduce a run exactly."""
+    reproduce a run exactly. shape_weights: how much more often than the others an object
+    of that shape is drawn (absent shapes weigh 1)."""
 
     objects: int = 16 * SHARD
     views: int = 3
     minutes: float = 60.0
     steps: int | None = None
     p_drop_reference: float = 0.1
+    shape_weights: dict[str, float] = field(default_factory=lambda: {"cube": 2.5, "pyramid": 2.5})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.shape_weights) - set(SHAPES)
+        if unknown or any(w <= 0 for w in self.shape_weights.values()):
+            raise ValueError(f"shape_weights must map shapes from {SHAPES} to positive weights, got {self.shape_weights}")
+
+
+def zero123_world(resolution: int) -> ProceduralWorld:
+    """The world the prior trains on: the text prior's objects and cameras, targets over
+    `PRIOR_BACKGROUND_MIX` (references are rendered over white, `render_views`)."""
+    return ProceduralWorld(ProceduralWorldConfig(resolution=resolution, background_mix=PRIOR_BACKGROUND_MIX))
 
 
 # -- phase 1: the pair cache --------------------------------------------------------------------
 
 
-def render_views(world: ProceduralWorld, seeds: list[int], views: int) -> tuple[Tensor, Tensor]:
-    """Views 0..views-1 of each object in `seeds`, in one rasteriser call: images uint8
-    [n,views,3,H,W] and cameras [n,views,4] (elevation, azimuth, radius, fov_y in degrees).
-    Views 0 and 1 are exactly `world.pair(seed)`'s."""
+def render_views(world: ProceduralWorld, seeds: list[int], views: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Views 0..views-1 of each object in `seeds`, in one rasteriser call: images over white
+    and targets over the object's `sample_background`, each uint8 [n,views,3,H,W], and
+    cameras [n,views,4] (elevation, azimuth, radius, fov_y in degrees). Views 0 and 1 are
+    `world.pair(seed)`'s cameras; the targets are the white renders re-composited,
+    I_w - (1 - alpha)(1 - b) (compositing is linear)."""
     specs = [world.spec(seed) for seed in seeds]
     params = [sample_camera_params(seed, world.cfg, v) for seed in seeds for v in range(views)]
-    rgb, _ = world.render([spec for spec in specs for _ in range(views)], world.cameras(params))
-    images = (rgb * 255).round().to(torch.uint8).reshape(len(specs), views, *rgb.shape[1:])
-    return images, torch.tensor(params, dtype=torch.float32).reshape(len(specs), views, 4)
+    rgb, alpha = world.render([spec for spec in specs for _ in range(views)], world.cameras(params), (1.0, 1.0, 1.0))
+    bg = torch.tensor([sample_background(seed, world.cfg) for seed in seeds]).repeat_interleave(views, 0)
+    over_bg = rgb - (1 - alpha) * (1 - bg[:, :, None, None])
+
+    def as_uint8(x: Tensor) -> Tensor:
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(specs), views, *x.shape[1:])
+
+    return as_uint8(rgb), as_uint8(over_bg), torch.tensor(params, dtype=torch.float32).reshape(len(specs), views, 4)
 
 
 def render_pair_cache(cache_dir: str | Path, n_objects: int, views: int = 3, world: ProceduralWorld | None = None,
                       first_seed: int = PRIOR_SEED_START, progress: bool = True) -> list[Path]:
     """Render `views` views of objects first_seed.. first_seed+n_objects-1 (`render_views`)
     into shards of SHARD objects (missing shards only); returns the shard paths. A shard
-    holds images uint8 [n,views,3,H,W], cameras [n,views,4] and colour/shape labels [n]."""
-    world = world or ProceduralWorld()
+    holds images and targets uint8 [n,views,3,H,W], cameras [n,views,4] and colour/shape
+    labels [n]."""
+    world = world or zero123_world(32)
     root = Path(cache_dir) / f"world_{world_key(world.cfg)}"
     root.mkdir(parents=True, exist_ok=True)
     paths = [root / f"views{views}_{first_seed + i}.pt" for i in range(0, n_objects, SHARD)]
@@ -76,7 +105,8 @@ def render_pair_cache(cache_dir: str | Path, n_objects: int, views: int = 3, wor
     def make_shard(start: int) -> dict:
         parts = [render_views(world, list(range(s, s + 128)), views) for s in range(start, start + SHARD, 128)]
         specs = [world.spec(seed) for seed in range(start, start + SHARD)]
-        return {"images": torch.cat([p[0] for p in parts]), "cameras": torch.cat([p[1] for p in parts]),
+        return {"images": torch.cat([p[0] for p in parts]), "targets": torch.cat([p[1] for p in parts]),
+                "cameras": torch.cat([p[2] for p in parts]),
                 "color": torch.tensor([s.labels["color"] for s in specs]),
                 "shape": torch.tensor([s.labels["shape"] for s in specs])}
 
@@ -85,8 +115,8 @@ def render_pair_cache(cache_dir: str | Path, n_objects: int, views: int = 3, wor
 
 
 def load_pair_cache(paths: list[Path]) -> dict:
-    """All shards concatenated: images uint8 [N,V,3,H,W], cameras [N,V,4], color/shape [N]."""
-    return load_shards(paths, ("images", "cameras", "color", "shape"))
+    """All shards concatenated: images, targets uint8 [N,V,3,H,W], cameras [N,V,4], color/shape [N]."""
+    return load_shards(paths, ("images", "targets", "cameras", "color", "shape"))
 
 
 # -- phase 2: image encoder + projection + UNet ------------------------------------------------------
@@ -129,15 +159,27 @@ class Zero123Modules(torch.nn.Module):
         return self.unet(torch.cat([x_t, concat], dim=1), t, encoder_hidden_states=embeds).sample
 
 
+def object_weights(shapes: Tensor, shape_weights: dict[str, float]) -> Tensor:
+    """Draw weights [N] of objects whose shape indices (into SHAPES) are `shapes` [N]."""
+    per_shape = torch.tensor([float(shape_weights.get(name, 1.0)) for name in SHAPES])
+    return per_shape[shapes]
+
+
 def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scaling_factor: float,
                   alphas_cumprod: Tensor, cfg: Zero123TrainConfig, mcfg, budget_s: float | None,
-                  progress: bool = True) -> Zero123Modules:
-    """Train (or resume) on pairs of views: data["images"] uint8 [N,V,3,H,W], data["cameras"]
-    [N,V,4], latents (mean, std) each [N,V,C,h,w] unscaled. budget_s: wall seconds this phase
-    may take (None: cfg.steps must be set). Returns the EMA modules in eval mode."""
+                  progress: bool = True, reference_latents: Tensor | None = None) -> Zero123Modules:
+    """Train (or resume) on pairs of views: data["images"] uint8 [N,V,3,H,W] (references),
+    data["cameras"] [N,V,4], data["shape"] [N] (optional: objects drawn by
+    cfg.shape_weights; without it uniformly); latents (mean, std) of the targets each
+    [N,V,C,h,w] unscaled; reference_latents [N,V,C,h,w] the posterior mean of the references
+    (None: the targets' mean, for targets over the references' background). budget_s: wall
+    seconds this phase may take (None: cfg.steps must be set). Returns the EMA modules in
+    eval mode."""
     images, cameras = data["images"], data["cameras"]
     mean, std = latents
+    ref_mean = mean if reference_latents is None else reference_latents
     N, V = images.shape[:2]
+    weights = object_weights(data["shape"], cfg.shape_weights) if "shape" in data else torch.ones(N)
     torch.manual_seed(cfg.seed + 1)
     model = Zero123Modules(mcfg)
     params = list(model.parameters())
@@ -166,7 +208,7 @@ def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scalin
     while total is None or step < total:
         if tracker.out_of_time(budget_s):
             break
-        idx = torch.randint(N, (cfg.batch,), generator=g)
+        idx = torch.multinomial(weights, cfg.batch, replacement=True, generator=g)
         ref = torch.randint(V, (cfg.batch,), generator=g)
         target = (ref + 1 + torch.randint(V - 1, (cfg.batch,), generator=g)) % V  # any other view
         x0 = (mean[idx, target] + std[idx, target] * torch.randn(mean[idx, target].shape, generator=g)) * scaling_factor
@@ -175,7 +217,7 @@ def train_modules(work: Path, data: dict, latents: tuple[Tensor, Tensor], scalin
         noise = torch.randn(x0.shape, generator=g)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        out = model(x_t, t, images[idx, ref], mean[idx, ref], relative_camera(cameras[idx], ref, target), keep)
+        out = model(x_t, t, images[idx, ref], ref_mean[idx, ref], relative_camera(cameras[idx], ref, target), keep)
         loss = v_prediction_loss(out, x0, noise, a, cfg.min_snr_gamma)
         lr = lr_at_step(step, total or 10**9, cfg)
         optimizer_step(loss, opt, params, lr, ema_params, step, cfg.ema_decay)
@@ -235,42 +277,49 @@ def _alphas_cumprod(vae_source: Path) -> Tensor:
     return DDPMScheduler.from_pretrained(vae_source / "scheduler").alphas_cumprod.float()
 
 
-def _work_dir(out: Path, seed: int, cache_dir: str | Path) -> Path:
-    return Path(cache_dir) / f"work_{out.name}_seed{seed}"
+def _work_dir(out: Path, seed: int, cache_dir: str | Path, resolution: int) -> Path:
+    """The run's checkpoint folder, keyed by its world's config: a changed world never resumes an old run."""
+    return Path(cache_dir) / f"work_{out.name}_seed{seed}_{world_key(zero123_world(resolution).cfg)}"
 
 
 def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = None, resume: bool = True,
                         cache_dir: str | Path = "/tmp/scorelift-cache", vae_source: Path = TEXT_PRIOR,
                         progress: bool = True) -> Path:
     """Render pairs, encode them with the text prior's VAE, train; save the EMA weights to
-    `out_dir`. Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>/`,
-    outside the repository; with resume=False they are deleted first."""
+    `out_dir`. Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>_<world
+    key>/`, outside the repository; with resume=False they are deleted first."""
     from core.training.zero123_model import Zero123PriorConfig
 
     start = time.time()
     torch.set_num_threads(1)
     cfg = cfg or Zero123TrainConfig()
     out = Path(out_dir)
-    work = _work_dir(out, cfg.seed, cache_dir)
+    mcfg = Zero123PriorConfig(**cfg.model)
+    work = _work_dir(out, cfg.seed, cache_dir, mcfg.resolution)
     if not resume and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    mcfg = Zero123PriorConfig(**cfg.model)
-    world = ProceduralWorld(ProceduralWorldConfig(resolution=mcfg.resolution))
-    data = load_pair_cache(render_pair_cache(cache_dir, cfg.objects, cfg.views, world, progress=progress))
+    data = load_pair_cache(render_pair_cache(cache_dir, cfg.objects, cfg.views, zero123_world(mcfg.resolution),
+                                             progress=progress))
     vae = _frozen_vae(vae_source)
     latents_path = work / "latents.pt"
     if latents_path.is_file():
-        latents = tuple(torch.load(latents_path))
+        cached = torch.load(latents_path)
+        latents, reference_latents = (cached["target_mean"], cached["target_std"]), cached["reference_mean"]
     else:
         N, V = data["images"].shape[:2]
-        flat = encode_latents(vae, data["images"].flatten(0, 1))
-        latents = tuple(x.reshape(N, V, *x.shape[1:]) for x in flat)
-        torch.save(latents, latents_path)
+
+        def encode(key: str) -> tuple[Tensor, Tensor]:
+            flat = encode_latents(vae, data[key].flatten(0, 1))
+            return tuple(x.reshape(N, V, *x.shape[1:]) for x in flat)
+
+        latents, reference_latents = encode("targets"), encode("images")[0]
+        torch.save({"target_mean": latents[0], "target_std": latents[1], "reference_mean": reference_latents},
+                   latents_path)
     budget_s = None if cfg.steps is not None else cfg.minutes * 60 - (time.time() - start) - SAVE_MARGIN_S
     modules = train_modules(work, data, latents, vae.config.scaling_factor, _alphas_cumprod(vae_source), cfg, mcfg,
-                            budget_s, progress)
+                            budget_s, progress, reference_latents)
     return save_zero123_prior(out, modules, mcfg, vae_source)
 
 
@@ -281,7 +330,7 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 
     out = Path(out_dir)
     mcfg = Zero123PriorConfig(**(cfg or Zero123TrainConfig()).model)
-    state = torch.load(_work_dir(out, seed, cache_dir) / "zero123.pt", weights_only=False)
+    state = torch.load(_work_dir(out, seed, cache_dir, mcfg.resolution) / "zero123.pt", weights_only=False)
     modules = Zero123Modules(mcfg)
     modules.load_state_dict(state["ema"])
     print(f"exporting step {state['step']} of {state['total']}")
