@@ -17,8 +17,12 @@ white only repaints black, grey or random backgrounds toward light grey and so a
 *more* pale geometry around the object over them (bench/prior_backgrounds.py). The built-in
 text prior is trained over drawn backgrounds (core/data/procedural.py,
 PRIOR_BACKGROUND_MIX) and keeps the colour it is given, so its Gaussian presets use
-"random" with random_prob 0.5 as the Stable Diffusion presets do (docs/clean_assets.md).
-The built-in Zero123 saw white only; the image-to-3D preset keeps "scene".
+"random" with random_prob 0.5 as the Stable Diffusion presets do (docs/clean_assets.md);
+the built-in Zero123 is trained with its targets over the same mix (the reference over
+white), so the image-to-3D preset's Gaussian stage does too. `nerf_sds` keeps "scene": its
+density regulariser already leaves no white filler, and random colours turned its pyramids
+into cones; `mesh_dsd` learns only the colours of a fixed closed mesh, so there is no
+geometry for a background to become.
 """
 
 from __future__ import annotations
