@@ -132,6 +132,32 @@ def test_training_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
         assert torch.equal(ref[k], res[k]), k
 
 
+def test_a_run_on_another_vae_never_resumes_the_old_one(tmp_path):
+    """The cached latents and the checkpoint belong to the VAE that encoded them: the work
+    folder follows the VAE's weights (not its path), so retraining the text prior starts a
+    fresh Zero123 run while a copy of the same VAE resumes."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import core.training.train_zero123 as train
+    from core.priors.builtin import TEXT_PRIOR
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    for folder in (same, other):
+        for sub in ("vae", "scheduler"):
+            shutil.copytree(TEXT_PRIOR / sub, folder / sub)
+    weights = other / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, weights)
+    out = tmp_path / "zero123"
+    work = lambda source: train._work_dir(out, 0, tmp_path / "cache", 32, source)  # noqa: E731
+    assert work(same) == work(TEXT_PRIOR)
+    assert work(other) != work(TEXT_PRIOR)
+
+
 def test_saving_over_the_folder_that_lends_the_vae_keeps_it(tmp_path):
     """`--vae-from core/priors/builtin/zero123` retrains with the VAE the shipped prior holds."""
     import shutil

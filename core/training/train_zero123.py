@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import shutil
 import time
@@ -277,9 +278,18 @@ def _alphas_cumprod(vae_source: Path) -> Tensor:
     return DDPMScheduler.from_pretrained(vae_source / "scheduler").alphas_cumprod.float()
 
 
-def _work_dir(out: Path, seed: int, cache_dir: str | Path, resolution: int) -> Path:
-    """The run's checkpoint folder, keyed by its world's config: a changed world never resumes an old run."""
-    return Path(cache_dir) / f"work_{out.name}_seed{seed}_{world_key(zero123_world(resolution).cfg)}"
+def vae_key(vae_source: Path) -> str:
+    """A short hash of the frozen VAE's weights and the noise schedule the run trains on."""
+    digest = hashlib.sha1((vae_source / "vae" / "diffusion_pytorch_model.safetensors").read_bytes())
+    digest.update((vae_source / "scheduler" / "scheduler_config.json").read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def _work_dir(out: Path, seed: int, cache_dir: str | Path, resolution: int, vae_source: Path) -> Path:
+    """The run's checkpoint folder, keyed by its world's config and its VAE: a changed world or
+    a retrained text prior (whose VAE encodes the cached latents) never resumes an old run."""
+    world = world_key(zero123_world(resolution).cfg)
+    return Path(cache_dir) / f"work_{out.name}_seed{seed}_{world}_vae{vae_key(Path(vae_source))}"
 
 
 def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = None, resume: bool = True,
@@ -287,7 +297,7 @@ def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = No
                         progress: bool = True) -> Path:
     """Render pairs, encode them with the text prior's VAE, train; save the EMA weights to
     `out_dir`. Checkpoints and loss logs live in `<cache_dir>/work_<out name>_seed<seed>_<world
-    key>/`, outside the repository; with resume=False they are deleted first."""
+    key>_vae<VAE key>/`, outside the repository; with resume=False they are deleted first."""
     from core.training.zero123_model import Zero123PriorConfig
 
     start = time.time()
@@ -295,7 +305,7 @@ def train_zero123_prior(out_dir: str | Path, cfg: Zero123TrainConfig | None = No
     cfg = cfg or Zero123TrainConfig()
     out = Path(out_dir)
     mcfg = Zero123PriorConfig(**cfg.model)
-    work = _work_dir(out, cfg.seed, cache_dir, mcfg.resolution)
+    work = _work_dir(out, cfg.seed, cache_dir, mcfg.resolution, vae_source)
     if not resume and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -330,7 +340,8 @@ def export_checkpoint(out_dir: str | Path, seed: int = 0, cache_dir: str | Path 
 
     out = Path(out_dir)
     mcfg = Zero123PriorConfig(**(cfg or Zero123TrainConfig()).model)
-    state = torch.load(_work_dir(out, seed, cache_dir, mcfg.resolution) / "zero123.pt", weights_only=False)
+    state = torch.load(_work_dir(out, seed, cache_dir, mcfg.resolution, vae_source) / "zero123.pt",
+                       weights_only=False)
     modules = Zero123Modules(mcfg)
     modules.load_state_dict(state["ema"])
     print(f"exporting step {state['step']} of {state['total']}")
