@@ -29,7 +29,8 @@ import torch
 def main() -> None:
     from core.data.procedural import CLASSIFIER_TEST_SEEDS, ProceduralWorld, ProceduralWorldConfig
     from core.priors import PriorConfig, load
-    from core.training.evaluate_zero123 import border_background, over_background, psnr, sample_novel_views
+    from core.data.classifier import over_background
+    from core.training.evaluate_zero123 import border_background, psnr, sample_novel_views
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="builtin:zero123")

@@ -191,7 +191,8 @@ def test_evaluation_reads_each_samples_background_off_its_border():
     the border median is the colour, the re-composited truth is the direct render, and the
     silhouette over the colour is the object's covered pixels."""
     from core.data.procedural import CLASSIFIER_TEST_SEEDS, ProceduralWorld
-    from core.training.evaluate_zero123 import border_background, iou, over_background, silhouette
+    from core.data.classifier import over_background
+    from core.training.evaluate_zero123 import border_background, iou, silhouette
 
     world = ProceduralWorld()
     spec = world.spec(CLASSIFIER_TEST_SEEDS[0])

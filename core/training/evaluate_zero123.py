@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from core.data.classifier import over_background
 from core.data.procedural import CLASSIFIER_TEST_SEEDS, ProceduralWorld, ProceduralWorldConfig
 
 # target views relative to the reference: (delta elevation, delta azimuth) in degrees
@@ -71,11 +72,6 @@ def silhouette(images: Tensor, background: Tensor | None = None) -> Tensor:
     that are not background."""
     bg = torch.ones(len(images), 3) if background is None else background
     return ((images - bg[:, :, None, None]).abs().amax(dim=1, keepdim=True) > SILHOUETTE_THRESHOLD)
-
-
-def over_background(white: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
-    """Renders over white [B,3,H,W] with alpha [B,1,H,W] re-composited over background [B,3]."""
-    return white - (1 - alpha) * (1 - background[:, :, None, None])
 
 
 def iou(a: Tensor, b: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from core.data.classifier import over_background
 from core.data.procedural import (PRIOR_BACKGROUND_MIX, PRIOR_SEED_START, ProceduralWorld, ProceduralWorldConfig,
                                   sample_background, sample_camera_params)
 from core.data.procedural_shapes import SHAPES
@@ -84,7 +85,7 @@ def render_views(world: ProceduralWorld, seeds: list[int], views: int) -> tuple[
     params = [sample_camera_params(seed, world.cfg, v) for seed in seeds for v in range(views)]
     rgb, alpha = world.render([spec for spec in specs for _ in range(views)], world.cameras(params), (1.0, 1.0, 1.0))
     bg = torch.tensor([sample_background(seed, world.cfg) for seed in seeds]).repeat_interleave(views, 0)
-    over_bg = rgb - (1 - alpha) * (1 - bg[:, :, None, None])
+    over_bg = over_background(rgb, alpha, bg)
 
     def as_uint8(x: Tensor) -> Tensor:
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(specs), views, *x.shape[1:])
