@@ -8,9 +8,11 @@ renderers/shading/deferred.py). Stages, as the paper orders them:
   1. radiance   a = 0: 3DGS pre-training of geometry and radiance colour (with densification)
                 and the depth-normal consistency that gives the shading its normals.
   2. specular   a from the splatted map, initialised small (`renderer.pbr.init_progress`):
-                environment, roughness and metallic are distilled; albedo starts from the
-                radiance colour (sRGB-decoded) and is held.
-  3. diffuse    albedo joins (environment, roughness, metallic, progress still learn).
+                environment, roughness, metallic and albedo (from a uniform grey) are distilled.
+                `init_albedo_from_radiance` would start the albedo from the radiance colour
+                instead; measured worse, since that colour has the shading baked in and the
+                light then stays nearly uniform (docs/relight.md).
+  3. diffuse    the same groups go on learning (the paper's material stage; its own weights).
   4. joint      everything, geometry at a reduced rate.
 
 Stages 2-4 add the progress push L_push = mean_p (1 - a(p)) exp(-|I_pbr(p) - I_gt(p)|_1 / tau),
@@ -87,8 +89,8 @@ def _default_stages() -> list[RelightStageConfig]:
     pbr = ["roughness", "metallic", "progress", "environment"]
     return [
         RelightStageConfig("radiance", 300, "radiance", ["geometry", "radiance"], densify=True),
-        RelightStageConfig("specular", 150, "map", pbr, init_albedo_from_radiance=True, white_light_weight=0.05,
-                           smoothness_weight=0.05, progress_push_weight=0.3),
+        RelightStageConfig("specular", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05,
+                           progress_push_weight=0.3),
         RelightStageConfig("diffuse", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05,
                            progress_push_weight=0.3),
         RelightStageConfig("joint", 150, "map", ["geometry", "radiance", "albedo", *pbr], geometry_lr_scale=0.1,

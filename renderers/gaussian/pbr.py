@@ -53,8 +53,8 @@ class PBRConfig:
     lr_albedo: float = 2e-2
     lr_roughness: float = 2e-2
     lr_metallic: float = 2e-2
-    lr_progress: float = 2e-2
-    lr_environment: float = 2e-2
+    lr_progress: float = 0.1         # a rises as fast as the physical model converges (docs/relight.md)
+    lr_environment: float = 0.1      # 0.02 left the learned light too flat for either method
     env_height: int = 16              # learned equirect map is env_height x 2 env_height
     env_init: float = 1.0             # initial radiance (uniform grey)
     env_levels: int = 5               # GGX pre-filtered roughness levels
