@@ -240,3 +240,12 @@ def test_sun_visibility_of_a_point_under_a_roof():
     # Sun at 45 degrees toward -X: a ray from (x, y, 0) meets z = 1 at x - 1, under the roof iff 0 <= x - 1 <= 1.
     slanted = sun_visibility(vertices, faces, points, normals, (-1.0, 0.0, 1.0))[:, 0]
     assert slanted.tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_progressive_preset_is_the_config_default():
+    """`RelightConfig()` (the code's defaults, also what `_default_stages` builds) and
+    configs/relight/progressive.yaml describe the same run, so neither drifts alone."""
+    from core.config import load_config, resolve_preset
+    from core.pipelines.relight import RelightConfig
+
+    assert load_config(RelightConfig, resolve_preset("relight/progressive"), []) == RelightConfig()

@@ -31,7 +31,7 @@ the first stage learns materials and light together with the geometry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -86,22 +86,27 @@ class RelightStageConfig:
 
 
 def _default_stages() -> list[RelightStageConfig]:
-    pbr = ["roughness", "metallic", "progress", "environment"]
+    pbr = ["albedo", "roughness", "metallic", "progress", "environment"]
     return [
         RelightStageConfig("radiance", 300, "radiance", ["geometry", "radiance"], densify=True),
-        RelightStageConfig("specular", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05,
+        RelightStageConfig("specular", 150, "map", pbr, white_light_weight=0.05, smoothness_weight=0.05,
                            progress_push_weight=0.3),
-        RelightStageConfig("diffuse", 150, "map", ["albedo", *pbr], white_light_weight=0.05, smoothness_weight=0.05,
+        RelightStageConfig("diffuse", 150, "map", pbr, white_light_weight=0.05, smoothness_weight=0.05,
                            progress_push_weight=0.3),
-        RelightStageConfig("joint", 150, "map", ["geometry", "radiance", "albedo", *pbr], geometry_lr_scale=0.1,
+        RelightStageConfig("joint", 150, "map", ["geometry", "radiance", *pbr], geometry_lr_scale=0.1,
                            white_light_weight=0.05, smoothness_weight=0.05, progress_push_weight=0.3),
     ]
 
 
+def relight_gaussians() -> GaussianConfig:
+    """Stage 1 (radiance pre-training) is a photometric reconstruction: the same Gaussians, with a
+    view-dependent colour (SH degree 3, as 3DGS; one degree more every 60 steps)."""
+    return replace(reconstruction_gaussians(), sh_degree=3, sh_degree_interval=60)
+
+
 @dataclass
 class RelightRendererConfig:
-    # Stage 1 (radiance pre-training) is a photometric reconstruction: the same Gaussians.
-    gaussian: GaussianConfig = field(default_factory=reconstruction_gaussians)
+    gaussian: GaussianConfig = field(default_factory=relight_gaussians)
     pbr: PBRConfig = field(default_factory=PBRConfig)
 
 

@@ -52,7 +52,7 @@ class PBRConfig:
     init_progress: float = 0.1        # Ye et al.: "initialised to a small value"
     lr_albedo: float = 2e-2
     lr_roughness: float = 2e-2
-    lr_metallic: float = 2e-2
+    lr_metallic: float = 0.05        # progressive distillation's; the PBR-only preset sets 0.02
     lr_progress: float = 0.1         # a rises as fast as the physical model converges (docs/relight.md)
     lr_environment: float = 0.1      # 0.02 left the learned light too flat for either method
     env_height: int = 16              # learned equirect map is env_height x 2 env_height
